@@ -1,0 +1,3 @@
+"""tegbatchd: laptop-safe Anthropic Message Batches for TEG golf commentary."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from tegbatchd.cli import main
+
+raise SystemExit(main())

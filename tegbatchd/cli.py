@@ -1,0 +1,72 @@
+"""Command-line entry point: thin argument parsing; each command lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from tegbatchd import __version__
+from tegbatchd.errors import UserError
+
+# Each module exposes register(subparsers) which adds its command(s) with set_defaults(func=...).
+# func(args, ctx) returns an exit code.
+COMMAND_MODULES = (
+    "tegbatchd.actions.info",
+)
+
+# Flags of the old scripts, kept working: `tegbatchd --list-batches`, `tegbatchd --retrieve-batch ID`.
+LEGACY_TOP_LEVEL = {"--list-batches": ["list"], "--retrieve-batch": ["retrieve"]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tegbatchd",
+        description="Laptop-safe Anthropic Message Batches: submit, close the laptop, get notified when "
+        "the reports are written.",
+    )
+    parser.add_argument("--version", action="version", version=f"tegbatchd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _legacy(argv: list[str]) -> list[str]:
+    if argv and argv[0] in LEGACY_TOP_LEVEL:
+        return LEGACY_TOP_LEVEL[argv[0]] + argv[1:]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tegbatchd.context import Context
+
+    argv = _legacy(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx = Context(data_dir_arg=getattr(args, "data_dir", None), json_output=getattr(args, "json", False))
+    try:
+        return int(args.func(args, ctx) or 0)
+    except UserError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        ctx.close()
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", help="data root (default: config data_root, else ./data)")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")

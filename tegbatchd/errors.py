@@ -1,0 +1,34 @@
+"""Errors a person sees: one line naming the problem and the next step, and an exit code."""
+
+
+class UserError(Exception):
+    """A problem the person can fix. Printed as one line (plus optional bullets), never a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, next_step: str | None = None, details: list[str] | None = None,
+                 exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.next_step = next_step
+        self.details = details or []
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def render(self) -> str:
+        line = f"error: {self.message}"
+        if self.next_step:
+            line += f" — {self.next_step}"
+        return "\n".join([line, *(f"  - {d}" for d in self.details)])
+
+
+class ConfigError(UserError):
+    """Bad configuration or bad command-line values (exit 2)."""
+
+    exit_code = 2
+
+
+class InputError(UserError):
+    """Bad input file or arguments (exit 2)."""
+
+    exit_code = 2
