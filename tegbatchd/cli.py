@@ -14,7 +14,16 @@ from tegbatchd.errors import UserError
 # func(args, ctx) returns an exit code.
 COMMAND_MODULES = (
     "tegbatchd.actions.info",
+    "tegbatchd.emulator.cli",
+    "tegbatchd.actions.submit",
+    "tegbatchd.actions.listing",
+    "tegbatchd.actions.batches",
+    "tegbatchd.actions.service",
+    "tegbatchd.teg.cli",
 )
+
+# Commands that must work whatever the user's config file says.
+NO_CONFIG_COMMANDS = ("config", "emulator")
 
 # Flags of the old scripts, kept working: `tegbatchd --list-batches`, `tegbatchd --retrieve-batch ID`.
 LEGACY_TOP_LEVEL = {"--list-batches": ["list"], "--retrieve-batch": ["retrieve"]}
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ctx = Context(data_dir_arg=getattr(args, "data_dir", None), json_output=getattr(args, "json", False))
     try:
+        if args.command not in NO_CONFIG_COMMANDS:
+            ctx.config  # a bad config file is reported before anything else happens
         return int(args.func(args, ctx) or 0)
     except UserError as exc:
         print(exc.render(), file=sys.stderr)

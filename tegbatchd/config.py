@@ -64,7 +64,7 @@ SCHEMA: dict[str, Any] = {
     "api_key_file": _opt_str,
     "poll_interval_minutes": _number(0, 24 * 60, lo_open=True),
     "max_poll_interval_minutes": _number(0, 24 * 60, lo_open=True),
-    "notifications": {"enabled": _bool, "stage_submitted": _bool},
+    "notifications": {"enabled": _bool, "stage_submitted": _bool, "open_command": _opt_str},
     "stages": {name: _STAGE for name in STAGE_NAMES},
     "prompts_dir": _opt_str,
     "prices": MapOf(_PRICE),

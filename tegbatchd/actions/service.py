@@ -1,0 +1,340 @@
+"""`tegbatchd service install [--timer] [--print] | uninstall | status`: the background service.
+
+Linux: systemd user units in ~/.config/systemd/user. macOS: a launchd agent in ~/Library/LaunchAgents.
+What install wrote is recorded in state_dir/service-manifest.json, so uninstall removes exactly that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tegbatchd.cli import add_json
+from tegbatchd.errors import ConfigError, UserError
+from tegbatchd.paths import ensure_dir, write_private
+from tegbatchd.units import DAEMON, LINUX, MACOS, TIMER, VARIANTS, UnitPlan, plan, unit_dir
+
+MANIFEST = "service-manifest.json"
+KEY_NOTE = ("No API key is written into the service: it reads the key from api_key_file in the config "
+            "or from the OS keyring.")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("service", help="install, remove or check the background service (systemd/launchd)")
+    ssub = p.add_subparsers(dest="service_command", metavar="ACTION")
+    ssub.required = True
+    inst = ssub.add_parser("install", help="install and start the daemon (or the 5-minute timer)")
+    inst.add_argument("--timer", action="store_true",
+                      help="run `tegbatchd poll --once` every 5 minutes instead of the resident daemon")
+    inst.add_argument("--print", dest="print_only", action="store_true",
+                      help="show the files and commands; write and run nothing")
+    inst.add_argument("--exec", dest="exec_path", help=argparse.SUPPRESS)
+    inst.set_defaults(func=cmd_install)
+    uninst = ssub.add_parser("uninstall", help="stop the service and remove what install wrote")
+    uninst.set_defaults(func=cmd_uninstall)
+    status = ssub.add_parser("status", help="what is installed and whether it runs")
+    add_json(status)
+    status.set_defaults(func=cmd_status)
+    for parser in (inst, uninst, status):
+        parser.add_argument("--platform", choices=(LINUX, MACOS), help=argparse.SUPPRESS)
+
+
+def this_platform() -> str:
+    if sys.platform == "darwin":
+        return MACOS
+    if sys.platform.startswith("linux"):
+        return LINUX
+    raise UserError(f"service install is not supported on {sys.platform}",
+                    next_step="run `tegbatchd poll --once` from your own scheduler")
+
+
+def running_executable() -> Path | None:
+    """The absolute path of the tegbatchd entry point running now (else the one beside Python, or on PATH)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "tegbatchd" and argv0.is_file():
+        return Path(os.path.abspath(argv0))
+    beside = Path(sys.executable).parent / "tegbatchd"
+    if beside.is_file():
+        return beside
+    found = shutil.which("tegbatchd")
+    return Path(os.path.abspath(found)) if found else None
+
+
+def _executable(exec_path: str | None) -> Path:
+    path = Path(exec_path) if exec_path else running_executable()
+    if path is None:
+        raise UserError("cannot find the tegbatchd executable", next_step="install tegbatchd so it is on PATH")
+    if not path.is_absolute() or not path.is_file() or not os.access(path, os.X_OK):
+        raise ConfigError(f"{path} is not an absolute path to an executable file")
+    return path
+
+
+# --- service managers -----------------------------------------------------------------------------------
+class Systemd:
+    name = "the systemd user manager"
+    LIVE_STATES = {"running", "degraded", "starting", "initializing", "maintenance", "stopping"}
+
+    def reachable(self) -> bool:
+        if not shutil.which("systemctl"):
+            return False
+        out = _run(["systemctl", "--user", "is-system-running"], check=False)
+        return out.stdout.strip() in self.LIVE_STATES
+
+    def prepare_commands(self, unit: str) -> list[list[str]]:
+        return []
+
+    def start_commands(self, unit: str, plist: Path, restart: bool) -> list[list[str]]:
+        commands = [["systemctl", "--user", "daemon-reload"]]
+        if restart:
+            return commands + [["systemctl", "--user", "enable", unit], ["systemctl", "--user", "restart", unit]]
+        return commands + [["systemctl", "--user", "enable", "--now", unit]]
+
+    def stop_commands(self, unit: str) -> list[list[str]]:
+        return [["systemctl", "--user", "disable", "--now", unit]]
+
+    def leftover_commands(self, unit: str) -> list[list[str]]:
+        """What the person runs once the files are gone (the enable links are removed already)."""
+        return [["systemctl", "--user", "stop", unit], ["systemctl", "--user", "daemon-reload"]]
+
+    def after_remove_commands(self) -> list[list[str]]:
+        return [["systemctl", "--user", "daemon-reload"]]
+
+    def state(self, unit: str) -> str:
+        return _run(["systemctl", "--user", "is-active", unit], check=False).stdout.strip() or "unknown"
+
+
+class Launchd:
+    name = "launchd"
+
+    def __init__(self) -> None:
+        self.domain = f"gui/{os.getuid()}"
+
+    def reachable(self) -> bool:
+        return shutil.which("launchctl") is not None
+
+    def prepare_commands(self, label: str) -> list[list[str]]:
+        return [["launchctl", "bootout", f"{self.domain}/{label}"]]  # fails when not loaded: fine
+
+    def start_commands(self, label: str, plist: Path, restart: bool) -> list[list[str]]:
+        return [["launchctl", "bootstrap", self.domain, str(plist)]]
+
+    def stop_commands(self, label: str) -> list[list[str]]:
+        return [["launchctl", "bootout", f"{self.domain}/{label}"]]
+
+    def leftover_commands(self, label: str) -> list[list[str]]:
+        return self.stop_commands(label)
+
+    def after_remove_commands(self) -> list[list[str]]:
+        return []
+
+    def state(self, label: str) -> str:
+        out = _run(["launchctl", "print", f"{self.domain}/{label}"], check=False)
+        if out.returncode != 0:
+            return "not loaded"
+        return "running" if "state = running" in out.stdout else "loaded, not running"
+
+
+def _manager(platform: str) -> Systemd | Launchd:
+    return Systemd() if platform == LINUX else Launchd()
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        if check:
+            raise UserError(f"`{shlex.join(argv)}` failed: {exc}") from None
+        return subprocess.CompletedProcess(argv, 1, "", str(exc))
+    if check and done.returncode != 0:
+        raise UserError(f"`{shlex.join(argv)}` failed: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return done
+
+
+def _run_all(commands: list[list[str]], ignore_failure: bool = False) -> None:
+    for argv in commands:
+        _run(argv, check=not ignore_failure)
+        print(f"ran: {shlex.join(argv)}")
+
+
+def _print_commands(manager, commands: list[list[str]]) -> None:
+    if commands:
+        print(f"{manager.name} is not reachable from here; run these yourself:")
+        for argv in commands:
+            print(f"  {shlex.join(argv)}")
+
+
+# --- manifest -------------------------------------------------------------------------------------------
+def manifest_path(ctx) -> Path:
+    return ctx.paths.state_dir / MANIFEST
+
+
+def read_manifest(ctx) -> dict | None:
+    try:
+        return json.loads(manifest_path(ctx).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {manifest_path(ctx)}: {exc}",
+                        next_step="remove the unit files by hand, then delete this file") from None
+
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def _missing_dirs(folders: set[Path]) -> set[str]:
+    """The folders (and missing parents) that do not exist yet: install creates them, uninstall removes them."""
+    missing: set[str] = set()
+    for folder in folders:
+        while not folder.exists():
+            missing.add(str(folder))
+            folder = folder.parent
+    return missing
+
+
+# --- install --------------------------------------------------------------------------------------------
+def _key_notes(ctx) -> list[str]:
+    notes = [KEY_NOTE]
+    if os.environ.get("ANTHROPIC_API_KEY") and not ctx.config["api_key_file"]:
+        notes.append("ANTHROPIC_API_KEY is set here but is NOT passed to the service: put the key in "
+                     "api_key_file (`tegbatchd config path`) or the OS keyring.")
+    return notes
+
+
+def cmd_install(args, ctx) -> int:
+    platform = args.platform or this_platform()
+    variant = TIMER if args.timer else DAEMON
+    unit_plan = plan(platform, variant, _executable(args.exec_path), dict(os.environ), ctx.paths.log_dir)
+    manager = _manager(platform)
+    previous = read_manifest(ctx)
+    same_unit = bool(previous) and previous.get("unit") == unit_plan.start
+    plist = next(iter(unit_plan.files))
+    prepare = manager.prepare_commands(unit_plan.start)
+    start = manager.start_commands(unit_plan.start, plist, restart=same_unit)
+    if args.print_only:
+        return _print_plan(ctx, unit_plan, prepare + start)
+    if previous and not same_unit:
+        print(f"replacing the installed {previous.get('variant')} ({previous.get('unit')})")
+        _remove(previous, _manager(previous["platform"]), keep=set(map(str, unit_plan.files)))
+    folders = {unit_plan.unit_dir} | ({unit_plan.log_dir} if unit_plan.log_dir else set())
+    created = _missing_dirs(folders) | set((previous or {}).get("created_dirs", []))
+    if unit_plan.log_dir is not None:
+        ensure_dir(unit_plan.log_dir)
+    for path, text in unit_plan.files.items():
+        _write_file(path, text)
+        print(f"wrote {path}")
+    write_private(manifest_path(ctx), json.dumps({
+        "platform": platform, "variant": variant, "unit": unit_plan.start,
+        "files": [str(p) for p in unit_plan.files], "created_dirs": sorted(created),
+        "environment": sorted(unit_plan.environment),
+        "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }, indent=2) + "\n")
+    if manager.reachable():
+        _run_all(prepare, ignore_failure=True)
+        _run_all(start)
+        print(f"{unit_plan.start}: {manager.state(unit_plan.start)}")
+    else:
+        _print_commands(manager, prepare + start)
+    for note in _key_notes(ctx):
+        print(note)
+    return 0
+
+
+def _print_plan(ctx, unit_plan: UnitPlan, start: list[list[str]]) -> int:
+    print(f"# nothing written: this is what `service install{' --timer' if unit_plan.variant == TIMER else ''}` "
+          "would do")
+    for path, text in unit_plan.files.items():
+        print(f"\n# {path}")
+        print(text.rstrip("\n"))
+    if unit_plan.log_dir is not None:
+        print(f"\n# log folder (would be created): {unit_plan.log_dir}")
+    print(f"\n# environment passed: {', '.join(unit_plan.environment) or 'none'}")
+    print("# then run:")
+    for argv in start:
+        print(f"  {shlex.join(argv)}")
+    for note in _key_notes(ctx):
+        print(f"# {note}")
+    return 0
+
+
+# --- uninstall ------------------------------------------------------------------------------------------
+def _unlink_wants_links(unit_file: Path) -> None:
+    """Remove the *.wants/ links an offline `systemctl enable` made to this file."""
+    for link in unit_file.parent.glob(f"*.wants/{unit_file.name}"):
+        if link.is_symlink() and Path(os.path.realpath(link)) == Path(os.path.realpath(unit_file)):
+            link.unlink()
+            print(f"removed {link}")
+
+
+def _remove(manifest: dict, manager, keep: frozenset | set = frozenset()) -> None:
+    reachable = manager.reachable()
+    stop = manager.stop_commands(manifest["unit"])
+    if reachable:
+        _run_all(stop, ignore_failure=True)
+    for name in manifest["files"]:
+        path = Path(name)
+        if manifest["platform"] == LINUX and not reachable:
+            _unlink_wants_links(path)
+        if name not in keep and (path.exists() or path.is_symlink()):
+            path.unlink()
+            print(f"removed {path}")
+    for folder in sorted(manifest.get("created_dirs", []), key=len, reverse=True):
+        if folder not in keep and Path(folder).is_dir() and not any(Path(folder).iterdir()):
+            Path(folder).rmdir()
+    if reachable:
+        _run_all(manager.after_remove_commands(), ignore_failure=True)
+    else:
+        _print_commands(manager, manager.leftover_commands(manifest["unit"]))
+
+
+def cmd_uninstall(args, ctx) -> int:
+    manifest = read_manifest(ctx)
+    if manifest is None:
+        print(f"nothing to remove: no service was installed by tegbatchd (no {manifest_path(ctx)})")
+        return 0
+    _remove(manifest, _manager(args.platform or manifest["platform"]))
+    manifest_path(ctx).unlink()
+    print(f"uninstalled the {manifest['variant']} ({manifest['unit']})")
+    return 0
+
+
+# --- status ---------------------------------------------------------------------------------------------
+def cmd_status(args, ctx) -> int:
+    manifest = read_manifest(ctx)
+    platform = args.platform or (manifest or {}).get("platform") or this_platform()
+    manager = _manager(platform)
+    reachable = manager.reachable()
+    if manifest is None:
+        folder = unit_dir(platform, os.environ)
+        names = [n for v in (DAEMON, TIMER) for n in VARIANTS[(platform, v)][0]]
+        info = {"installed": False, "found_unrecorded": [str(folder / n) for n in names if (folder / n).exists()]}
+    else:
+        unit = manifest["unit"]
+        state = manager.state(unit) if reachable else f"unknown ({manager.name} is not reachable)"
+        info = {"installed": True, "platform": manifest["platform"], "variant": manifest["variant"],
+                "unit": unit, "state": state, "installed_at": manifest.get("installed_at"),
+                "files": {f: Path(f).exists() for f in manifest["files"]}}
+    if ctx.json_output:
+        ctx.emit_json(info)
+        return 0
+    if not info["installed"]:
+        print("not installed (`tegbatchd service install` installs it)")
+        for path in info["found_unrecorded"]:
+            print(f"  found, not written by tegbatchd: {path}")
+        return 0
+    print(f"installed: the {info['variant']} ({info['unit']}) on {info['platform']}, {info['installed_at']}")
+    for path, exists in info["files"].items():
+        print(f"  {path}{'' if exists else '  (MISSING)'}")
+    print(f"{info['unit']}: {info['state']}")
+    return 0

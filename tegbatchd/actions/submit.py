@@ -1,0 +1,215 @@
+"""`tegbatchd submit requests|round-reports|tournament`: record, create, return at once (laptop-safe)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tegbatchd import costs
+from tegbatchd.cli import add_data_dir, add_json
+from tegbatchd.errors import InputError
+from tegbatchd.pipelines import advance_job, get_pipeline, job_progress
+from tegbatchd.polling import make_client, poll_once
+from tegbatchd.submission import items_from_plan, read_requests_file, record_stage, send_intent, split
+
+
+def register(sub) -> None:
+    p = sub.add_parser("submit", help="submit work as batches and return at once")
+    kinds = p.add_subparsers(dest="submit_kind", metavar="KIND")
+    kinds.required = True
+
+    req = kinds.add_parser("requests", help="a JSONL file of {custom_id, params} lines")
+    req.add_argument("file", help="JSONL file, one request per line")
+    req.add_argument("--output", required=True, metavar="TEMPLATE",
+                     help="output path relative to the data root, e.g. commentary/misc/{custom_id}.md")
+    req.add_argument("--kind", default=None, metavar="NAME", help="a label shown in `tegbatchd list`")
+    _common(req)
+    req.set_defaults(func=cmd_submit_requests)
+
+    from tegbatchd.teg import cli as teg_cli
+
+    rr = kinds.add_parser("round-reports", help="round story notes, then narrative reports (TEG)")
+    teg_cli.add_round_reports_args(rr)
+    _common(rr, now=True)
+    rr.set_defaults(func=cmd_submit_teg, teg_kind="round-reports")
+
+    tr = kinds.add_parser("tournament", help="tournament story notes and reports (TEG)")
+    teg_cli.add_tournament_args(tr)
+    _common(tr, now=True)
+    tr.set_defaults(func=cmd_submit_teg, teg_kind="tournament")
+
+
+def _common(p, now: bool = False) -> None:
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--wait", action="store_true", help="stay and show progress until the results are written")
+    p.add_argument("--dry-run", action="store_true", help="validate and show what would be sent; send nothing")
+    p.add_argument("--submit-only", "--use-batch", action="store_true", dest="legacy_noop",
+                   help="accepted for the old scripts' habits (submitting is always laptop-safe)")
+    if now:
+        p.add_argument("--now", action="store_true",
+                       help="use the standard Messages API at once (urgent; full price) instead of batches")
+
+
+def new_job_id() -> str:
+    return f"job_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(2)}"
+
+
+def _estimate(ctx, items) -> costs.Cost:
+    return costs.estimate(ctx.config, [(i.model, len(i.line), i.max_tokens) for i in items])
+
+
+def _dry_run(ctx, title: str, items, later_stages: list[str]) -> int:
+    limits = ctx.config["batch_limits"]
+    groups = split(items, limits["max_requests"], limits["max_bytes"])
+    estimate = _estimate(ctx, items)
+    payload = {"dry_run": True, "title": title, "requests": len(items), "batches": len(groups),
+               "estimated_cost_usd": round(estimate.batch, 4), "standard_cost_usd": round(estimate.standard, 4),
+               "outputs": [str(i.output) for i in items], "later_stages": later_stages}
+    if ctx.json_output:
+        ctx.emit_json(payload)
+        return 0
+    print(f"Dry run — nothing sent. {title}")
+    print(f"  {len(items)} request(s) in {len(groups)} batch(es); estimated cost at most {estimate.describe()}")
+    for item in items[:20]:
+        print(f"  {item.custom_id:<40} → {item.output}")
+    if len(items) > 20:
+        print(f"  ... and {len(items) - 20} more")
+    for name in later_stages:
+        print(f"  then: stage {name}, built from the outputs above when they are written")
+    return 0
+
+
+def _job_estimate(ctx, job_id: str) -> tuple[int, costs.Cost]:
+    """Request count and estimated cost of what a job has recorded so far."""
+    rows = ctx.store.job_requests(job_id)
+    sizes = {}
+    for stage in ctx.store.stages(job_id):
+        for intent in ctx.store.intents_of_stage(stage["id"]):
+            sizes[intent["id"]] = intent["byte_size"] / max(1, intent["request_count"])
+    return len(rows), costs.estimate(ctx.config, [(r["model"], sizes.get(r["intent_id"], 0), r["max_tokens"])
+                                                  for r in rows])
+
+
+def _announce(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[str]) -> None:
+    count, estimate = _job_estimate(ctx, job_id)
+    payload = {"job_id": job_id, "title": title, "batch_ids": batch_ids, "requests": count,
+               "estimated_cost_usd": round(estimate.batch, 4), "standard_cost_usd": round(estimate.standard, 4),
+               "deferred": deferred}
+    if ctx.json_output:
+        ctx.emit_json(payload)
+        return
+    print("=" * 64)
+    print(f"SUBMITTED — {title}")
+    print("=" * 64)
+    print(f"Job:      {job_id}")
+    for batch_id in batch_ids:
+        print(f"Batch:    {batch_id}")
+    for note in deferred:
+        print(f"Note:     {note}")
+    print(f"Requests: {count}")
+    print(f"Cost:     at most {estimate.describe()}")
+    print()
+    print("You can close your laptop now: the batches run on Anthropic's servers.")
+    print("The daemon (`tegbatchd service install`) retrieves the results and tells you when they are ready.")
+    print("To check by hand:  tegbatchd list      then   tegbatchd poll --once")
+
+
+def cmd_submit_requests(args, ctx) -> int:
+    data_root = ctx.data_root
+    source = Path(args.file).resolve()
+    items = read_requests_file(source, args.output, data_root)
+    pipeline = get_pipeline("requests")
+    spec = {"source": str(source), "output": args.output, "label": args.kind}
+    title = pipeline.title(spec)
+    if args.dry_run:
+        return _dry_run(ctx, title, items, [])
+    client = make_client(ctx)
+    store = ctx.store
+    job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec))
+    stage = store.stages(job_id)[0]
+    intent_ids = record_stage(ctx, job_id, stage, items)
+    store.set_stage_state(stage["id"], "submitted")
+    batch_ids, deferred = _send_all(ctx, client, job_id, intent_ids)
+    _announce(ctx, job_id, title, batch_ids, deferred)
+    return _wait(ctx, job_id, client) if args.wait else 0
+
+
+def _send_all(ctx, client, job_id: str, intent_ids: list[int]) -> tuple[list[str], list[str]]:
+    batch_ids, deferred = [], []
+    try:
+        for intent_id in intent_ids:
+            result = send_intent(ctx, client, intent_id)
+            if result.batch:
+                batch_ids.append(result.batch["id"])
+            elif result.message:
+                deferred.append(result.message)
+    except Exception:
+        if not batch_ids:
+            ctx.store.set_job_state(job_id, "failed")
+        raise
+    return batch_ids, deferred
+
+
+def cmd_submit_teg(args, ctx) -> int:
+    from tegbatchd.teg import cli as teg_cli
+
+    data_root = ctx.data_root
+    kind = args.teg_kind
+    spec = teg_cli.spec_from_args(kind, args, data_root, ctx.config)
+    pipeline = get_pipeline(kind)
+    title = pipeline.title(spec)
+    stages = pipeline.stages(spec)
+    first = pipeline.build_stage(spec, 0, data_root, ctx.config)
+    items = items_from_plan(first.requests, data_root)
+    if args.dry_run:
+        for note in first.notes:
+            ctx.say(f"note: {note}")
+        if not items and len(stages) > 1:
+            items = items_from_plan(pipeline.build_stage(spec, 1, data_root, ctx.config).requests, data_root)
+            return _dry_run(ctx, title, items, stages[2:])
+        return _dry_run(ctx, title, items, stages[1:])
+    if getattr(args, "now", False):
+        from tegbatchd.immediate import run_job_now
+
+        return run_job_now(ctx, kind, spec, title, stages)
+    client = make_client(ctx)
+    store = ctx.store
+    job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages)
+    for note in first.notes:
+        ctx.say(f"note: {note}")
+    if items:
+        stage = store.stages(job_id)[0]
+        if not store.claim_stage(stage["id"], "waiting", "building"):
+            raise InputError("internal: new job's first stage was taken")
+        intent_ids = record_stage(ctx, job_id, stage, items)
+        store.set_stage_state(stage["id"], "submitted", first.notes)
+        batch_ids, deferred = _send_all(ctx, client, job_id, intent_ids)
+    else:
+        messages = advance_job(ctx, lambda: client, store.get_job(job_id))
+        batch_ids = [b["id"] for b in store.batches_of_job(job_id)]
+        deferred = [m for m in messages if "submitted stage" not in m]
+    _announce(ctx, job_id, title, batch_ids, deferred)
+    return _wait(ctx, job_id, client) if args.wait else 0
+
+
+def _wait(ctx, job_id: str, client) -> int:
+    """--wait: poll until the job is finished, showing progress."""
+    interval = 2.0 if client.client.base_url.host in ("127.0.0.1", "localhost") else 30.0
+    last = None
+    while True:
+        report = poll_once(ctx, client=client)
+        for change in report.changes:
+            ctx.say(f"  {change}")
+        job = ctx.store.get_job(job_id)
+        progress = job_progress(ctx.store, job)
+        line = f"  {job['state']}: {progress.written} written, {progress.pending} pending, {len(progress.failed)} failed"
+        if line != last:
+            ctx.say(line)
+            last = line
+        if job["state"] != "active":
+            ctx.say(f"Done: {job['title']} — {job['state']}")
+            return 0 if job["state"] == "done" else 1
+        time.sleep(interval)

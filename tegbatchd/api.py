@@ -1,0 +1,234 @@
+"""The Anthropic API boundary: the only module that imports anthropic (lazily, it is heavy).
+
+Maps SDK exceptions to a few errors the actions understand, never retries a create blindly, and reads
+results through the SDK's streaming response line by line (its default decoder is ~7x slower).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tegbatchd.errors import UserError
+
+log = logging.getLogger(__name__)
+
+KEYRING_SERVICE = "tegbatchd"
+KEYRING_USER = "anthropic"
+TRANSIENT_ERROR_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
+
+
+class ApiError(Exception):
+    """Base of the errors this module raises. `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class AuthRejected(ApiError):
+    """401/403: the key was rejected. Nothing was done."""
+
+
+class NotFound(ApiError):
+    """404: no such batch (or its results are archived)."""
+
+
+class Rejected(ApiError):
+    """A definite 4xx answer: the request was refused and nothing was created."""
+
+
+class Unavailable(ApiError):
+    """Network down, 5xx, 529 or 429 after the SDK's retries: try again later."""
+
+
+class Unclear(ApiError):
+    """A create whose outcome is unknown (timeout, dropped connection): reconcile before any retry."""
+
+
+class StreamCut(ApiError):
+    """The results stream ended early; what was read is good, the rest comes on the next run."""
+
+
+class NoApiKey(UserError):
+    pass
+
+
+def resolve_api_key(api_key_file: str | None) -> str:
+    """Return the API key: ANTHROPIC_API_KEY, else the config's api_key_file, else the OS keyring.
+
+    Raise UserError naming the three ways when there is none, or when the key file can be read by
+    group or others.
+    """
+    key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
+    if key:
+        return key
+    if api_key_file:
+        path = Path(api_key_file).expanduser()
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise UserError(f"api_key_file {path} cannot be read ({exc.strerror})",
+                            next_step="fix the path in your config or set ANTHROPIC_API_KEY") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UserError(f"api_key_file {path} is readable by group or others (mode {stat.S_IMODE(mode):o})",
+                            next_step=f"run `chmod 600 {path}`")
+        key = path.read_text(encoding="utf-8").strip()
+        if key:
+            return key
+    try:
+        import keyring  # optional
+
+        key = (keyring.get_password(KEYRING_SERVICE, KEYRING_USER) or "").strip()
+        if key:
+            return key
+    except Exception:  # noqa: BLE001 - keyring missing or no backend: not an error here
+        pass
+    raise NoApiKey("no Anthropic API key found",
+                   next_step="set ANTHROPIC_API_KEY, or point api_key_file in your config at a 0600 file, "
+                             f"or store it with `keyring set {KEYRING_SERVICE} {KEYRING_USER}`")
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return str(value)
+
+
+def batch_to_dict(batch: Any) -> dict:
+    """An SDK MessageBatch as a plain dict with ISO timestamps (what the store records)."""
+    counts = batch.request_counts
+    return {
+        "id": batch.id,
+        "processing_status": batch.processing_status,
+        "request_counts": {k: int(getattr(counts, k) or 0)
+                           for k in ("processing", "succeeded", "errored", "canceled", "expired")},
+        "created_at": _iso(batch.created_at),
+        "expires_at": _iso(batch.expires_at),
+        "ended_at": _iso(batch.ended_at),
+        "archived_at": _iso(batch.archived_at),
+        "cancel_initiated_at": _iso(batch.cancel_initiated_at),
+        "results_url": batch.results_url,
+    }
+
+
+class BatchApi:
+    """A thin client for the Message Batches API over the real SDK.
+
+    `base_url` defaults to ANTHROPIC_BASE_URL (how tests and the demo reach the emulator).
+    """
+
+    def __init__(self, api_key: str, base_url: str | None = None, *, max_retries: int = 2,
+                 timeout: float = 120.0, create_timeout: float = 300.0):
+        import anthropic  # heavy: only when there is API work to do
+
+        self._anthropic = anthropic
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
+                                          max_retries=max_retries, timeout=timeout)
+        self.create_timeout = create_timeout
+        self.calls = 0
+
+    # --- error mapping ----------------------------------------------------------------------------
+    def _map(self, exc: Exception, *, creating: bool = False) -> ApiError:
+        a = self._anthropic
+        if isinstance(exc, a.APIStatusError):
+            status = exc.status_code
+            detail = getattr(exc, "api_message", None) or str(exc)
+            if status in (401, 403):
+                return AuthRejected("the API key was rejected", status)
+            if status == 404:
+                return NotFound(detail, status)
+            if status in (408, 409, 429) or status >= 500:
+                return Unavailable(f"the API answered {status} ({detail})", status)
+            return Rejected(f"the API refused the request ({status}: {detail})", status)
+        if isinstance(exc, a.APIConnectionError):  # includes APITimeoutError
+            if creating:
+                return Unclear(f"no answer to the create ({type(exc).__name__})")
+            return Unavailable(f"the API is unreachable ({type(exc).__name__})")
+        return Unavailable(f"{type(exc).__name__}: {exc}")
+
+    def _call(self, fn, *args, creating: bool = False, **kwargs):
+        self.calls += 1
+        try:
+            return fn(*args, **kwargs)
+        except self._anthropic.APIError as exc:
+            raise self._map(exc, creating=creating) from exc
+
+    # --- endpoints --------------------------------------------------------------------------------
+    def create(self, body: bytes) -> dict:
+        """Create a batch from a ready JSON body (`{"requests": [...]}` bytes, never re-parsed here).
+
+        Never retried on an unclear outcome (timeout, dropped connection): raise Unclear instead.
+        A 429/5xx answer means nothing was created, so those are retried a few times.
+        """
+        from anthropic.types.messages import MessageBatch
+
+        client = self.client.with_options(max_retries=0, timeout=self.create_timeout)
+        last: ApiError | None = None
+        for attempt in range(3):
+            try:
+                batch = self._call(client.post, "/v1/messages/batches", cast_to=MessageBatch, content=body,
+                                   options={"headers": {"Content-Type": "application/json"}}, creating=True)
+                return batch_to_dict(batch)
+            except Unavailable as exc:
+                last = exc
+                if exc.status is None:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 4.0))
+        assert last is not None
+        raise last
+
+    def retrieve(self, batch_id: str) -> dict:
+        return batch_to_dict(self._call(self.client.messages.batches.retrieve, batch_id))
+
+    def list_page(self, *, limit: int = 100, after_id: str | None = None) -> tuple[list[dict], bool, str | None]:
+        """One page of batches, newest first: (batches, has_more, last_id)."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after_id:
+            kwargs["after_id"] = after_id
+        page = self._call(self.client.messages.batches.list, **kwargs)
+        return [batch_to_dict(b) for b in page.data], bool(page.has_more), page.last_id
+
+    def cancel(self, batch_id: str) -> dict:
+        return batch_to_dict(self._call(self.client.messages.batches.cancel, batch_id))
+
+    def result_lines(self, batch_id: str) -> Iterator[bytes]:
+        """Yield the raw JSONL lines of an ended batch's results (blank lines dropped, CRLF tolerated).
+
+        Raise StreamCut when the connection drops mid-stream (after yielding what arrived).
+        """
+        a = self._anthropic
+        self.calls += 2  # the SDK retrieves the batch, then downloads results_url
+        try:
+            with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
+                buffer = b""
+                for chunk in response.iter_bytes(1 << 16):
+                    buffer += chunk
+                    lines = buffer.split(b"\n")
+                    buffer = lines.pop()
+                    for line in lines:
+                        line = line.rstrip(b"\r")
+                        if line.strip():
+                            yield line
+                if buffer.strip():
+                    yield buffer.rstrip(b"\r")
+        except a.APIError as exc:
+            raise self._map(exc) from exc
+        except Exception as exc:  # httpx2 transport errors are not wrapped by the SDK mid-stream
+            if type(exc).__module__.startswith(("httpx", "httpcore", "h11")):
+                raise StreamCut(f"the results stream was cut ({type(exc).__name__})") from exc
+            raise
+
+    def message(self, params: dict, *, timeout: float | None = None) -> dict:
+        """One standard Messages API call (for --now); retries are the caller's."""
+        client = self.client.with_options(max_retries=0, timeout=timeout or self.client.timeout)
+        msg = self._call(client.messages.create, **params)
+        return msg.model_dump(mode="json")

@@ -1,0 +1,148 @@
+"""`tegbatchd emulator`: serve the local Message Batches API until SIGTERM/SIGINT.
+
+The first line on stdout is the base URL (`http://127.0.0.1:PORT`), flushed, so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from tegbatchd.emulator.clock import Clock
+from tegbatchd.emulator.options import DAY, ERROR_TYPES, MAX_BODY_BYTES, Options
+from tegbatchd.emulator.persistence import load_state, save_state
+from tegbatchd.emulator.replay import load_replay
+from tegbatchd.emulator.server import EmulatorServer
+from tegbatchd.emulator.state import BatchStore
+from tegbatchd.errors import UserError
+
+SAVE_INTERVAL = 0.2  # seconds between checks for unsaved changes (with --state)
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a count >= 0")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("emulator", help="serve a local emulator of the Message Batches API (tests, demo)",
+                       description="Serve a local HTTP emulator of Anthropic's Message Batches API. "
+                       "Prints the base URL as the first line on stdout; runs until SIGTERM/SIGINT.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    p.add_argument("--api-key", metavar="KEY", help="accept only this key (default: accept any)")
+    p.add_argument("--state", metavar="FILE", help="keep batches in FILE across restarts")
+    p.add_argument("-v", "--verbose", dest="emulator_verbose", action="store_true",
+                   help="log every request to stderr")
+    t = p.add_argument_group("timing")
+    t.add_argument("--process-seconds", type=_seconds, default=3.0, metavar="S",
+                   help="a batch ends S seconds after creation (default 3; 0: at once)")
+    t.add_argument("--expiry-seconds", type=_seconds, default=DAY, metavar="S",
+                   help="expires_at = created_at + S (default 86400)")
+    t.add_argument("--retention-seconds", type=_seconds, default=29 * DAY, metavar="S",
+                   help="results are archived S seconds after creation (default 29 days)")
+    t.add_argument("--cancel-seconds", type=_seconds, default=1.0, metavar="S",
+                   help="a canceling batch ends S seconds after the cancel (default 1)")
+    a = p.add_argument_group("answers")
+    a.add_argument("--answer-bytes", type=_count, default=800, metavar="N",
+                   help="pad each answer text to about N bytes (default 800)")
+    a.add_argument("--seed", type=int, default=0, help="seed of every injected chance (default 0)")
+    a.add_argument("--error-rate", type=_rate, default=0.0, metavar="R", help="fraction of requests errored")
+    a.add_argument("--error-type", choices=ERROR_TYPES, metavar="TYPE",
+                   help="type of injected errors (default: overloaded_error and api_error alternately)")
+    a.add_argument("--expire-rate", type=_rate, default=0.0, metavar="R", help="fraction of requests expired")
+    a.add_argument("--max-tokens-rate", type=_rate, default=0.0, metavar="R",
+                   help='fraction of successes with stop_reason "max_tokens"')
+    a.add_argument("--cancel-finish-rate", type=_rate, default=0.0, metavar="R",
+                   help="fraction of requests of a canceled batch that still finish")
+    a.add_argument("--shuffle-results", action="store_true", help="results lines not in request order")
+    a.add_argument("--replay-results", action="append", default=[], metavar="FILE",
+                   help="serve FILE verbatim to a batch with the same custom_ids (repeatable)")
+    f = p.add_argument_group("faults")
+    f.add_argument("--fault-rate", type=_rate, default=0.0, metavar="R",
+                   help="fraction of API calls answered 429, 500 or 529")
+    f.add_argument("--fault-retry-after", default="0.01", metavar="S",
+                   help="retry-after header of faulted calls (default 0.01)")
+    f.add_argument("--drop-results-after", type=_count, metavar="N",
+                   help="cut every results stream after N lines")
+    f.add_argument("--drop-results-times", type=_count, metavar="K",
+                   help="cut only the first K results downloads (default: all)")
+    f.add_argument("--unclear-create", choices=("drop", "stall"),
+                   help="store the first creates but drop the connection / stall the answer")
+    f.add_argument("--unclear-create-count", type=_count, default=1, metavar="N",
+                   help="how many creates are unclear (default 1)")
+    f.add_argument("--stall-seconds", type=_seconds, default=30.0, metavar="S",
+                   help="how long a stalled create waits before answering (default 30)")
+    f.add_argument("--max-body-bytes", type=_count, default=MAX_BODY_BYTES, metavar="N",
+                   help="bodies over N bytes get 413 (default 256 MB)")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(
+        api_key=args.api_key, process_seconds=args.process_seconds, expiry_seconds=args.expiry_seconds,
+        retention_seconds=args.retention_seconds, cancel_seconds=args.cancel_seconds,
+        cancel_finish_rate=args.cancel_finish_rate, answer_bytes=args.answer_bytes,
+        max_tokens_rate=args.max_tokens_rate, error_rate=args.error_rate, error_type=args.error_type,
+        expire_rate=args.expire_rate, seed=args.seed, fault_rate=args.fault_rate,
+        fault_retry_after=args.fault_retry_after, drop_results_after=args.drop_results_after,
+        drop_results_times=args.drop_results_times, replay_results=tuple(args.replay_results),
+        unclear_create=args.unclear_create, unclear_create_count=args.unclear_create_count,
+        stall_seconds=args.stall_seconds, shuffle_results=args.shuffle_results,
+        max_body_bytes=args.max_body_bytes, state_file=args.state,
+        verbose=bool(args.emulator_verbose or getattr(args, "verbose", False)),
+    )
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    """Serve until SIGTERM/SIGINT, then save the state (with --state) and return 0."""
+    opts = options_from_args(args)
+    replays = tuple(load_replay(path) for path in opts.replay_results)
+    store = BatchStore(opts, Clock(), replays)
+    if opts.state_file:
+        saved = load_state(opts.state_file)
+        if saved:
+            store.restore(saved)
+    try:
+        server = EmulatorServer(args.host, args.port, opts, store, replays)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc}",
+                        next_step="pick another --port (0 chooses a free one)") from exc
+    print(server.base_url, flush=True)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="emulator-http", daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(SAVE_INTERVAL):
+            _save_if_dirty(store, opts)
+    finally:
+        server.stop()
+        thread.join(timeout=5)
+        _save_if_dirty(store, opts)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _save_if_dirty(store: BatchStore, opts: Options) -> None:
+    if opts.state_file and store.dirty:
+        save_state(opts.state_file, store.snapshot())

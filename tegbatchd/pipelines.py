@@ -1,0 +1,181 @@
+"""Generic stage chaining: when a stage's batches are all retrieved, run its local step, build the next
+stage from the written outputs and submit it; when the last one is done, finish the job and queue its
+notification (once).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tegbatchd.submission import items_from_plan, record_stage, send_intent
+
+log = logging.getLogger(__name__)
+
+DONE_BATCH_STATES = ("retrieved", "failed")
+
+
+class RequestsFile:
+    """A job of one stage whose requests come from a JSONL file, fixed at submit time."""
+
+    kind = "requests"
+
+    def title(self, spec: dict) -> str:
+        return f"{spec.get('label') or 'requests'} from {Path(spec['source']).name}"
+
+    def stages(self, spec: dict) -> list[str]:
+        return ["requests"]
+
+    def build_stage(self, spec, index, data_root, config):  # pragma: no cover - submitted at submit time
+        raise RuntimeError("a requests-file job has no stage to build")
+
+    def after_stage(self, spec, index, data_root, config) -> list[Path]:
+        return []
+
+
+def get_pipeline(kind: str):
+    """The pipeline object for a job kind."""
+    if kind == "requests":
+        return RequestsFile()
+    from tegbatchd.teg.pipelines import PIPELINES
+
+    return PIPELINES[kind]
+
+
+@dataclass
+class JobProgress:
+    """What a job has produced: outputs per stage, failures, and the files assembled locally."""
+
+    ready: int = 0                  # successful outputs of the last stage
+    failed: list[str] = field(default_factory=list)   # custom_ids with no success in any attempt
+    pending: int = 0
+    written: int = 0                # all successful outputs, every stage
+    retry_batches: list[str] = field(default_factory=list)
+
+
+def job_progress(store, job: dict) -> JobProgress:
+    """Summarize a job's requests: the latest attempt per output decides."""
+    rows = store.job_requests(job["id"])
+    last_seq = max((r["stage_seq"] for r in rows), default=0)
+    by_output: dict[str, list[dict]] = {}
+    for r in rows:
+        by_output.setdefault(r["output_path"], []).append(r)
+    progress = JobProgress()
+    retry = set()
+    for attempts in by_output.values():
+        if any(a["outcome"] == "succeeded" for a in attempts):
+            progress.written += 1
+            if attempts[0]["stage_seq"] == last_seq:
+                progress.ready += 1
+        elif any(a["outcome"] is None for a in attempts):
+            progress.pending += 1
+        else:
+            latest = attempts[-1]
+            progress.failed.append(latest["custom_id"])
+            if latest["batch_id"]:
+                retry.add(latest["batch_id"])
+    progress.retry_batches = sorted(retry)
+    return progress
+
+
+def _succeeded_outputs(store, job_id: str) -> set[str]:
+    return {r["output_path"] for r in store.job_requests(job_id) if r["outcome"] == "succeeded"}
+
+
+def advance_job(ctx, get_client, job: dict) -> list[str]:
+    """Move a job forward as far as it can go now. Returns human-readable messages of what happened.
+
+    get_client() returns the API client (created only when a stage must be submitted).
+    """
+    store = ctx.store
+    pipeline = get_pipeline(job["kind"])
+    data_root = Path(job["data_root"])
+    messages: list[str] = []
+    for stage in store.stages(job["id"]):
+        if stage["state"] in ("retrieved", "skipped"):
+            continue
+        if stage["state"] == "waiting":
+            if not store.claim_stage(stage["id"], "waiting", "building"):
+                return messages  # another process is on it
+            try:
+                plan = pipeline.build_stage(job["spec"], stage["seq"], data_root, ctx.config)
+            except Exception as exc:
+                store.set_stage_state(stage["id"], "waiting")
+                store.add_event("stage_error", f"{stage['name']}: {exc}", job_id=job["id"])
+                raise
+            done = _succeeded_outputs(store, job["id"])
+            items = [i for i in items_from_plan(plan.requests, data_root) if str(i.output) not in done]
+            had_intents = bool(store.intents_of_stage(stage["id"]))
+            if not items:
+                store.set_stage_state(stage["id"], "retrieved" if had_intents else "skipped", plan.notes)
+                messages.append(f"{job['title']}: stage {stage['name']} has nothing to send")
+                continue
+            intent_ids = record_stage(ctx, job["id"], stage, items)
+            store.set_stage_state(stage["id"], "submitted", plan.notes)
+            client = get_client()
+            for intent_id in intent_ids:
+                result = send_intent(ctx, client, intent_id)
+                if result.batch:
+                    messages.append(f"{job['title']}: submitted stage {stage['name']} as batch "
+                                    f"{result.batch['id']} ({len(items)} requests)")
+                    if ctx.config["notifications"]["stage_submitted"]:
+                        store.add_notice(f"stage:{job['id']}:{stage['seq']}:{intent_id}", "stage_submitted",
+                                         f"{job['title']}: {stage['name']} submitted",
+                                         f"{len(items)} requests, batch {result.batch['id']}", job_id=job["id"])
+                else:
+                    messages.append(f"{job['title']}: stage {stage['name']}: {result.message}")
+            return messages
+        # submitted: done when every intent has a batch and every batch is retrieved (or failed)
+        intents = store.intents_of_stage(stage["id"])
+        if any(i["state"] == "open" for i in intents):
+            return messages
+        batches = [store.get_batch(i["batch_id"]) for i in intents if i["batch_id"]]
+        if any(b["local_state"] not in DONE_BATCH_STATES for b in batches):
+            return messages
+        if not store.claim_stage(stage["id"], stage["state"], "retrieved"):
+            return messages
+        written = pipeline.after_stage(job["spec"], stage["seq"], data_root, ctx.config)
+        if written:
+            messages.append(f"{job['title']}: assembled {len(written)} file(s) after {stage['name']}")
+    finish_job(ctx, job)
+    return messages
+
+
+def finish_job(ctx, job: dict) -> str:
+    """Set the job's final state and queue its notification (once per outcome)."""
+    store = ctx.store
+    progress = job_progress(store, job)
+    state = "done" if not progress.failed else ("partial" if progress.written else "failed")
+    store.set_job_state(job["id"], state)
+    notifications = ctx.config["notifications"]["enabled"]
+    folder = _common_folder(store, job)
+    if state == "done":
+        title = f"{job['title']} ready — {progress.ready} file{'s' if progress.ready != 1 else ''}"
+        body = f"Written under {folder}" if folder else "All outputs written"
+        key = f"job-done:{job['id']}"
+    else:
+        total = progress.ready + len(progress.failed)
+        title = f"{job['title']}: {progress.ready} of {total} ready, {len(progress.failed)} failed"
+        retry = " ".join(f"tegbatchd retry {b}" for b in progress.retry_batches) or "tegbatchd list"
+        body = f"Run: {retry}"
+        key = f"job-{state}:{job['id']}:{len(store.job_requests(job['id']))}"
+    if notifications:
+        store.add_notice(key, f"job_{state}", title, body, job_id=job["id"], open_path=folder,
+                         urgency="normal" if state == "done" else "critical")
+    store.add_event(f"job_{state}", title, job_id=job["id"])
+    return title
+
+
+def _common_folder(store, job: dict) -> str | None:
+    paths = [Path(r["output_path"]) for r in store.job_requests(job["id"]) if r["outcome"] == "succeeded"]
+    if not paths:
+        return None
+    last = max(r["stage_seq"] for r in store.job_requests(job["id"]))
+    finals = [Path(r["output_path"]) for r in store.job_requests(job["id"])
+              if r["outcome"] == "succeeded" and r["stage_seq"] == last] or paths
+    common = finals[0].parent
+    for p in finals[1:]:
+        while common not in p.parents and common != p.parent:
+            common = common.parent
+    return str(common)

@@ -1,0 +1,180 @@
+"""One poll cycle: reconcile unclear submissions, refresh pending batches in a few list calls, retrieve
+what ended, advance jobs (submit their next stage), queue notifications. No API call when nothing is
+pending, and the SDK is not even imported then.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tegbatchd import api as api_mod
+from tegbatchd.pipelines import advance_job
+from tegbatchd.retrieval import retrieve_batch
+from tegbatchd.submission import reconcile
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_AFTER = timedelta(days=29)
+ARCHIVE_WARNING = timedelta(days=3)
+LIST_PAGE = 100
+
+
+@dataclass
+class PollReport:
+    pending_before: int = 0
+    api_calls: int = 0
+    changes: list[str] = field(default_factory=list)
+    retrieved: list[dict] = field(default_factory=list)
+    still_pending: int = 0
+    error: str | None = None         # unavailable | key_rejected
+    error_detail: str | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _parse(ts: str | None) -> datetime | None:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
+
+
+def make_client(ctx):
+    """The API client for this context (key and base URL resolved now)."""
+    key = api_mod.resolve_api_key(ctx.config["api_key_file"])
+    return api_mod.BatchApi(key)
+
+
+def next_poll_time(created_at: str | None, now: datetime, config) -> datetime:
+    """When to look at a running batch again: the poll interval, longer for batches that have run long."""
+    base = timedelta(minutes=config["poll_interval_minutes"])
+    cap = timedelta(minutes=config["max_poll_interval_minutes"])
+    age = now - (_parse(created_at) or now)
+    factor = 1 if age < timedelta(hours=1) else 2 if age < timedelta(hours=6) else 4
+    return now + min(base * factor, max(cap, base))
+
+
+def refresh_pending(ctx, client, pending: list[dict], now: datetime) -> list[str]:
+    """Update pending batches from list pages (newest first) until past the oldest; retrieve the rest."""
+    store = ctx.store
+    waiting = {b["id"]: b for b in pending if b["api_status"] != "ended"}
+    if not waiting:
+        return []
+    oldest = min(_parse(b["created_at"]) for b in waiting.values())
+    changes = []
+    seen = set()
+    after = None
+    while True:
+        page, has_more, after = client.list_page(limit=LIST_PAGE, after_id=after)
+        for info in page:
+            if info["id"] in waiting:
+                seen.add(info["id"])
+                changes += _apply(store, waiting[info["id"]], info, now, ctx.config)
+        if not page or not has_more or not after or _parse(page[-1]["created_at"]) < oldest:
+            break
+    for batch_id in set(waiting) - seen:
+        try:
+            info = client.retrieve(batch_id)
+        except api_mod.NotFound:
+            store.set_batch_local_state(batch_id, "failed", "the API no longer knows this batch")
+            changes.append(f"batch {batch_id} is gone from the API (deleted?)")
+            continue
+        changes += _apply(store, waiting[batch_id], info, now, ctx.config)
+    return changes
+
+
+def _apply(store, old: dict, info: dict, now: datetime, config) -> list[str]:
+    store.update_batch_status(info, next_poll_at=next_poll_time(info["created_at"], now, config).isoformat())
+    if info["processing_status"] != old["api_status"]:
+        return [f"batch {info['id']}: {old['api_status']} → {info['processing_status']}"]
+    return []
+
+
+def _archive_warnings(ctx, now: datetime) -> None:
+    for batch in ctx.store.pending_batches():
+        created = _parse(batch["created_at"])
+        if created and batch["api_status"] == "ended" and created + ARCHIVE_AFTER - now < ARCHIVE_WARNING:
+            days = max(0, (created + ARCHIVE_AFTER - now).days)
+            ctx.store.add_notice(f"archive-soon:{batch['id']}", "archive_soon",
+                                 f"Results of {batch['id']} are archived in {days} day(s)",
+                                 f"Run: tegbatchd retrieve {batch['id']}", job_id=batch["job_id"], urgency="critical")
+
+
+def _expiry_notices(ctx, batch_id: str) -> None:
+    batch = ctx.store.get_batch(batch_id)
+    if batch and batch["expired"]:
+        ctx.store.add_notice(f"batch-expired:{batch_id}", "batch_expired",
+                             f"{batch['expired']} request(s) of {batch_id} expired",
+                             f"Run: tegbatchd retry {batch_id}", job_id=batch["job_id"], urgency="critical")
+
+
+def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None = None) -> PollReport:
+    """Run one poll cycle. With due_only, skip the API unless a batch's next poll time has come or
+    something waits to be submitted. Never raises for API trouble: it is reported in the result.
+    """
+    store = ctx.store
+    now = now or datetime.now(UTC)
+    report = PollReport()
+    if not store.has_pending():
+        return report
+    pending = store.pending_batches()
+    report.pending_before = len(pending)
+    if due_only and not _anything_due(store, pending, now):
+        report.still_pending = len(pending)
+        return report
+    holder: dict = {"client": client}
+
+    def get_client():
+        if holder["client"] is None:
+            holder["client"] = make_client(ctx)
+        return holder["client"]
+
+    try:
+        report.changes += reconcile(ctx, get_client()) if store.open_intents() else []
+        pending = store.pending_batches()
+        report.changes += refresh_pending(ctx, get_client(), pending, now) if pending else []
+        for batch in store.pending_batches():
+            if batch["api_status"] != "ended":
+                continue
+            result = retrieve_batch(ctx, get_client(), batch["id"], wait=0)
+            if result.state in ("retrieved", "already", "incomplete", "archived"):
+                report.retrieved.append(result.as_dict())
+                report.changes.append(f"batch {batch['id']}: {_retrieved_line(result)}")
+                _expiry_notices(ctx, batch["id"])
+        for job in store.active_jobs():
+            report.changes += advance_job(ctx, get_client, job)
+        _archive_warnings(ctx, now)
+        store.kv_set("api_problem", None)
+    except api_mod.AuthRejected:
+        report.error, report.error_detail = "key_rejected", "the API key was rejected"
+        store.add_notice(f"key-rejected:{now.date().isoformat()}", "key_rejected", "tegbatchd: API key rejected",
+                         "Check ANTHROPIC_API_KEY or your api_key_file; polling is paused", urgency="critical")
+    except (api_mod.Unavailable, api_mod.NotFound, api_mod.Rejected) as exc:
+        report.error, report.error_detail = "unavailable", str(exc)
+    finally:
+        if holder["client"] is not None:
+            report.api_calls = holder["client"].calls
+    report.still_pending = len(store.pending_batches())
+    return report
+
+
+def _retrieved_line(result) -> str:
+    if result.state == "incomplete":
+        return f"partly retrieved ({len(result.written)} written); {result.message}"
+    if result.state == "archived":
+        return result.message
+    return f"retrieved {result.succeeded}/{result.total} successful, {len(result.written)} file(s) written"
+
+
+def _anything_due(store, pending: list[dict], now: datetime) -> bool:
+    if store.open_intents():
+        return True
+    for job in store.active_jobs():
+        if any(s["state"] == "waiting" for s in store.stages(job["id"])):
+            return True
+    for batch in pending:
+        if batch["api_status"] == "ended" or not batch["next_poll_at"]:
+            return True
+        if _parse(batch["next_poll_at"]) <= now:
+            return True
+    return not pending

@@ -1,0 +1,199 @@
+"""Retrieving a batch's results into its recorded output paths: streamed, atomic, idempotent, resumable."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tegbatchd import api as api_mod
+from tegbatchd.errors import UserError
+from tegbatchd.locks import file_lock
+from tegbatchd.outputs import AtomicWriter, message_text, remove_stale_temps
+from tegbatchd.paths import ensure_dir, write_private
+from tegbatchd.store import now_iso
+
+log = logging.getLogger(__name__)
+
+GROUP = 500  # files written, synced once, then recorded in one transaction
+
+
+@dataclass
+class RetrieveReport:
+    batch_id: str
+    api_status: str
+    state: str                          # not_ended | retrieved | already | incomplete | busy
+    written: list[str] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)
+    total: int = 0
+    succeeded: int = 0
+    message: str = ""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _usage(message: dict) -> dict:
+    usage = message.get("usage") or {}
+    return {
+        "input_tokens": usage.get("input_tokens") or 0,
+        "output_tokens": usage.get("output_tokens") or 0,
+        "cache_write_tokens": usage.get("cache_creation_input_tokens") or 0,
+        "cache_read_tokens": usage.get("cache_read_input_tokens") or 0,
+    }
+
+
+def _outcome(result: dict) -> dict:
+    """Record fields for a non-success result line."""
+    kind = result.get("type")
+    if kind == "errored":
+        envelope = result.get("error") or {}
+        inner = envelope.get("error") if isinstance(envelope.get("error"), dict) else envelope
+        return {"outcome": "errored", "error_type": inner.get("type") or "unknown_error",
+                "error_message": (inner.get("message") or "")[:500]}
+    if kind in ("canceled", "expired"):
+        return {"outcome": kind}
+    return {"outcome": "errored", "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"}
+
+
+def _verify_written(store, rows: dict[str, dict]) -> int:
+    """Forget records whose file has gone (power loss, deleted by hand) so they are written again."""
+    gone = [r["id"] for r in rows.values() if r["written_at"] and not Path(r["output_path"]).exists()]
+    if gone:
+        store.forget_written(gone)
+        for r in rows.values():
+            if r["id"] in gone:
+                r.update(outcome=None, written_at=None, output_sha256=None)
+    return len(gone)
+
+
+def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_file=None) -> RetrieveReport:
+    """Write an ended batch's results to their recorded paths and record each outcome.
+
+    Holds the batch's lock (one writer per batch; wait=0 returns state "busy" when another process has
+    it). Resumes where an earlier run stopped; running it again writes nothing new. Raise UserError on a
+    write error (disk full, read-only): what was written is recorded and the batch stays retrievable.
+    """
+    store = ctx.store
+    with file_lock(ctx.paths.lock_dir / f"batch-{batch_id}.lock", wait=wait) as mine:
+        batch = store.get_batch(batch_id)
+        if not mine:
+            return RetrieveReport(batch_id, batch["api_status"], "busy", message="another process is retrieving it")
+        rows = store.requests_of_batch(batch_id)
+        rewritten = _verify_written(store, rows)
+        if batch["api_status"] != "ended":
+            info = client.retrieve(batch_id)
+            store.update_batch_status(info)
+            batch = store.get_batch(batch_id)
+            if batch["api_status"] != "ended":
+                return RetrieveReport(batch_id, batch["api_status"], "not_ended", total=len(rows))
+        remaining = {cid for cid, r in rows.items() if r["outcome"] is None}
+        report = RetrieveReport(batch_id, "ended", "retrieved", total=len(rows))
+        if not remaining:
+            if batch["local_state"] != "retrieved":
+                store.set_batch_local_state(batch_id, "retrieved")
+            report.state = "already"
+            _summarize(report, rows)
+            return report
+        if batch["archived_at"]:
+            store.set_batch_local_state(batch_id, "failed", "results archived before retrieval")
+            report.state = "archived"
+            report.message = "its results were archived (29 days after creation) before they were retrieved"
+            return report
+        store.set_batch_local_state(batch_id, "retrieving")
+        remove_stale_temps([Path(rows[c]["output_path"]) for c in remaining])
+        if rewritten:
+            report.anomalies.append(f"{rewritten} recorded file(s) were missing and will be written again")
+        _stream(ctx, client, batch_id, rows, remaining, report, on_file)
+        if report.state == "retrieved":
+            missing = sorted(remaining)
+            if missing:
+                store.record_results([{"id": rows[c]["id"], "outcome": "errored", "error_type": "missing_result",
+                                       "error_message": "no result line for this request"} for c in missing])
+                for c in missing:
+                    rows[c].update(outcome="errored", error_type="missing_result")
+                report.anomalies.append(f"{len(missing)} request(s) had no result line")
+            store.set_batch_local_state(batch_id, "retrieved")
+            _summarize(report, rows)
+            _write_summary(ctx, batch_id, report)
+        return report
+
+
+def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: RetrieveReport, on_file) -> None:
+    store = ctx.store
+    writer = AtomicWriter()
+    group: list[dict] = []
+    seen_unknown: set[str] = set()
+
+    def flush() -> None:
+        if group:
+            if any(g.get("written_at") for g in group):
+                writer.sync()
+            store.record_results(group)
+            group.clear()
+
+    try:
+        for number, line in enumerate(client.result_lines(batch_id), start=1):
+            try:
+                obj = json.loads(line)
+                cid = obj["custom_id"]
+                result = obj["result"]
+            except (ValueError, KeyError, TypeError):
+                report.anomalies.append(f"result line {number} is malformed; skipped")
+                continue
+            row = rows.get(cid)
+            if row is None:
+                if cid not in seen_unknown:
+                    seen_unknown.add(cid)
+                    store.add_event("anomaly", f"result for unknown custom_id {cid!r}", batch_id=batch_id)
+                    report.anomalies.append(f"unknown custom_id {cid!r} in the results; not written")
+                continue
+            if cid not in remaining:
+                continue
+            if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
+                message = result["message"]
+                path = Path(row["output_path"])
+                try:
+                    sha = writer.write(path, message_text(message))
+                except OSError as exc:
+                    flush()
+                    store.add_event("write_error", f"{path}: {exc.strerror}", batch_id=batch_id)
+                    raise UserError(f"cannot write {path}: {exc.strerror}",
+                                    next_step=f"free space or fix permissions, then `tegbatchd retrieve {batch_id}` "
+                                              "(what was written is kept)") from None
+                record = {"id": row["id"], "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
+                          "stop_reason": message.get("stop_reason"), **_usage(message)}
+                report.written.append(str(path))
+                if on_file:
+                    on_file(path)
+            else:
+                record = {"id": row["id"], **_outcome(result)}
+            row.update(record)
+            remaining.discard(cid)
+            group.append(record)
+            if len(group) >= GROUP:
+                flush()
+    except api_mod.StreamCut as exc:
+        report.state = "incomplete"
+        report.message = f"{exc}; {len(remaining)} result(s) left — they are fetched on the next run"
+        store.add_event("stream_cut", report.message, batch_id=batch_id)
+    finally:
+        flush()
+
+
+def _summarize(report: RetrieveReport, rows: dict) -> None:
+    report.succeeded = sum(1 for r in rows.values() if r["outcome"] == "succeeded")
+    report.failures = [{"custom_id": c, "outcome": r["outcome"], "error_type": r.get("error_type")}
+                       for c, r in sorted(rows.items()) if r["outcome"] not in ("succeeded", None)]
+    report.truncated = sorted(c for c, r in rows.items() if r.get("stop_reason") == "max_tokens")
+
+
+def _write_summary(ctx, batch_id: str, report: RetrieveReport) -> None:
+    summary = {"batch_id": batch_id, "total_requests": report.total, "successful": report.succeeded,
+               "failed": len(report.failures), "failures": report.failures, "truncated": report.truncated,
+               "anomalies": report.anomalies, "retrieved_at": now_iso()}
+    ensure_dir(ctx.paths.summary_dir)
+    write_private(ctx.paths.summary_dir / f"{batch_id}.json", json.dumps(summary, indent=2))

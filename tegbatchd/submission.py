@@ -1,0 +1,264 @@
+"""Submitting requests: validate, split at the batch limits, archive, record the intent, then create.
+
+Intent before create: the requests are archived in the state dir and an intent row is recorded before
+the API is called; the batch id is recorded after. An unclear create leaves the intent open, and the
+next run reconciles it with the batches that exist instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from tegbatchd import api as api_mod
+from tegbatchd.errors import InputError, UserError
+from tegbatchd.locks import file_lock
+from tegbatchd.outputs import render_output, resolve_inside
+from tegbatchd.paths import ensure_dir, write_private
+
+log = logging.getLogger(__name__)
+
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+BYTES_MARGIN = 0.95           # keep each batch body this far below the byte limit
+ENVELOPE = len(b'{"requests":[]}')
+RECONCILE_SKEW = timedelta(minutes=5)
+MAX_LISTED_ERRORS = 12
+
+
+@dataclass
+class Item:
+    """One validated request: its archived JSON line and where its answer goes."""
+
+    custom_id: str
+    line: bytes
+    output: Path
+    model: str | None
+    max_tokens: int | None
+
+
+def _item(custom_id: str, params: dict, output: Path) -> Item:
+    line = json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+    max_tokens = params.get("max_tokens")
+    return Item(custom_id, line, output, params.get("model"),
+                max_tokens if isinstance(max_tokens, int) else None)
+
+
+def _raise_problems(source: str, problems: list[str], next_step: str) -> None:
+    if problems:
+        shown = problems[:MAX_LISTED_ERRORS]
+        if len(problems) > len(shown):
+            shown.append(f"... and {len(problems) - len(shown)} more")
+        raise InputError(f"{source}: {len(problems)} problem(s); nothing was sent", next_step=next_step,
+                         details=shown)
+
+
+def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]:
+    """Read and validate a JSONL file of {"custom_id", "params"} lines.
+
+    Raise InputError naming the offending line numbers (bad JSON, missing fields, invalid or duplicate
+    custom_ids, outputs escaping the data root or shared by two requests) before anything is sent.
+    """
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", next_step="check the file name") from None
+    items: list[Item] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    outputs: dict[Path, int] = {}
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append(f"line {number}: not valid JSON ({str(exc).split(':')[0]})")
+                continue
+            if not isinstance(obj, dict) or "custom_id" not in obj or "params" not in obj:
+                problems.append(f"line {number}: needs an object with \"custom_id\" and \"params\"")
+                continue
+            cid, params = obj["custom_id"], obj["params"]
+            if not isinstance(cid, str) or not CUSTOM_ID.match(cid):
+                problems.append(f"line {number}: custom_id {cid!r} must be 1-64 of a-z A-Z 0-9 _ -")
+                continue
+            if cid in seen:
+                problems.append(f"line {number}: custom_id {cid!r} repeats line {seen[cid]}")
+                continue
+            seen[cid] = number
+            if not isinstance(params, dict):
+                problems.append(f"line {number}: params must be an object")
+                continue
+            missing = [k for k in ("model", "max_tokens", "messages") if k not in params]
+            if missing:
+                problems.append(f"line {number}: params lacks {', '.join(missing)}")
+                continue
+            try:
+                output = resolve_inside(data_root, render_output(template, custom_id=cid, index=len(items)))
+            except InputError as exc:
+                problems.append(f"line {number}: {exc.message}")
+                continue
+            if output in outputs:
+                problems.append(f"line {number}: output {output} is also line {outputs[output]}'s")
+                continue
+            outputs[output] = number
+            items.append(_item(cid, params, output))
+    _raise_problems(str(path), problems, "fix the file and submit again")
+    if not items:
+        raise InputError(f"{path} holds no requests", next_step="add one JSON object per line")
+    return items
+
+
+def items_from_plan(planned, data_root: Path) -> list[Item]:
+    """Validate planned requests (objects with custom_id, params, output relative to the data root)."""
+    items, problems, seen = [], [], set()
+    for req in planned:
+        if not CUSTOM_ID.match(req.custom_id) or req.custom_id in seen:
+            problems.append(f"custom_id {req.custom_id!r} is invalid or repeated")
+            continue
+        seen.add(req.custom_id)
+        items.append(_item(req.custom_id, req.params, resolve_inside(data_root, req.output)))
+    _raise_problems("planned requests", problems, "this is a bug in the report builder; please report it")
+    return items
+
+
+def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Item]]:
+    """Split items into batches within the request and byte limits (with a safety margin).
+
+    Raise InputError when a single request is larger than a batch may be.
+    """
+    budget = int(max_bytes * BYTES_MARGIN) - ENVELOPE
+    groups: list[list[Item]] = []
+    current: list[Item] = []
+    size = 0
+    for item in items:
+        cost = len(item.line) + 1
+        if cost > budget:
+            raise InputError(f"request {item.custom_id!r} is {cost:,} bytes, over the {budget:,}-byte batch budget",
+                             next_step="shorten it or raise batch_limits.max_bytes (at most 256 MB)")
+        if current and (len(current) >= max_requests or size + cost > budget):
+            groups.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
+def record_stage(ctx, job_id: str, stage: dict, items: list[Item]) -> list[int]:
+    """Archive each batch's requests (0600) and record one intent per batch. No API call."""
+    limits = ctx.config["batch_limits"]
+    archive_dir = ensure_dir(ctx.paths.archive_dir)
+    intents = []
+    existing = len(ctx.store.intents_of_stage(stage["id"]))
+    for part, group in enumerate(split(items, limits["max_requests"], limits["max_bytes"]), start=existing):
+        archive = archive_dir / f"{job_id}-s{stage['seq']}-p{part}.jsonl"
+        write_private(archive, "".join(i.line.decode("utf-8") + "\n" for i in group))
+        rows = [(i.custom_id, str(i.output), i.model, i.max_tokens) for i in group]
+        intents.append(ctx.store.create_intent(stage["id"], str(archive), rows, archive.stat().st_size))
+    return intents
+
+
+def _body(archive: Path) -> bytes:
+    lines = [line.rstrip(b"\n") for line in archive.read_bytes().splitlines() if line.strip()]
+    return b'{"requests":[' + b",".join(lines) + b"]}"
+
+
+def archived_lines(archive: Path, custom_ids: set[str]) -> list[bytes]:
+    """The archived request lines of the given custom_ids (what retry resubmits)."""
+    out = []
+    with archive.open("rb") as fh:
+        for line in fh:
+            if line.strip() and json.loads(line)["custom_id"] in custom_ids:
+                out.append(line.rstrip(b"\n"))
+    return out
+
+
+@dataclass
+class SendResult:
+    intent_id: int
+    batch: dict | None = None
+    state: str = "created"      # created | open (unclear/unavailable: reconciled later) | failed
+    message: str = ""
+
+
+def send_intent(ctx, client, intent_id: int) -> SendResult:
+    """Create the batch of an open intent, under the intent's lock.
+
+    Unclear outcome or API unavailable: the intent stays open for reconcile(). A definite 4xx or a
+    rejected key: the intent is marked failed and UserError raised.
+    """
+    with file_lock(ctx.paths.lock_dir / f"intent-{intent_id}.lock"):
+        intent = ctx.store.get_intent(intent_id)
+        if intent["state"] != "open":
+            return SendResult(intent_id, None, intent["state"], "already handled")
+        try:
+            batch = client.create(_body(Path(intent["archive"])))
+        except api_mod.Unclear as exc:
+            ctx.store.add_event("unclear_create", f"intent {intent_id}: {exc}; will reconcile")
+            return SendResult(intent_id, None, "open", f"{exc}: it will be reconciled, never sent twice")
+        except api_mod.Unavailable as exc:
+            ctx.store.add_event("create_deferred", f"intent {intent_id}: {exc}")
+            return SendResult(intent_id, None, "open", f"{exc}: it will be sent by the next poll")
+        except api_mod.AuthRejected:
+            ctx.store.fail_intent(intent_id, "the API key was rejected")
+            raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
+                            "nothing was submitted") from None
+        except api_mod.ApiError as exc:
+            ctx.store.fail_intent(intent_id, str(exc))
+            raise UserError(str(exc), next_step="nothing was submitted for this batch") from None
+        ctx.store.attach_batch(intent_id, batch)
+        return SendResult(intent_id, batch, "created", "")
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def reconcile(ctx, client) -> list[str]:
+    """Settle open intents: attach the batch a lost create made, else create it now. Returns messages."""
+    messages = []
+    for intent in ctx.store.open_intents():
+        with file_lock(ctx.paths.lock_dir / f"intent-{intent['id']}.lock", wait=0) as mine:
+            if not mine:
+                continue  # another process is creating it right now
+            fresh = ctx.store.get_intent(intent["id"])
+            if fresh["state"] != "open":
+                continue
+            match = _find_created(ctx, client, fresh)
+            if match:
+                ctx.store.attach_batch(fresh["id"], match)
+                ctx.store.add_event("reconciled", f"intent {fresh['id']} → {match['id']}",
+                                    job_id=intent["job_id"], batch_id=match["id"])
+                messages.append(f"reconciled an unclear submission with batch {match['id']}")
+                continue
+        result = send_intent(ctx, client, intent["id"])
+        if result.batch:
+            messages.append(f"submitted batch {result.batch['id']} ({fresh['request_count']} requests)")
+    return messages
+
+
+def _find_created(ctx, client, intent: dict) -> dict | None:
+    """A batch on the API, unknown to the store, created since the intent with the same request count."""
+    since = _parse(intent["created_at"]) - RECONCILE_SKEW
+    known = ctx.store.known_batch_ids()
+    after = None
+    while True:
+        page, has_more, after = client.list_page(limit=100, after_id=after)
+        candidates = []
+        for batch in page:
+            if _parse(batch["created_at"]) < since:
+                has_more = False
+                break
+            if batch["id"] not in known and sum(batch["request_counts"].values()) == intent["request_count"]:
+                candidates.append(batch)
+        if candidates:
+            return min(candidates, key=lambda b: b["created_at"])  # the earliest after the intent
+        if not has_more or not after:
+            return None

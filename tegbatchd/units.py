@@ -1,0 +1,135 @@
+"""The shipped systemd/launchd templates, filled in for this user: where they go, what they carry.
+
+Placeholders: @TEGBATCHD@ (absolute path of the tegbatchd executable), @ENVIRONMENT@ (the variables
+passed to the service), @LOG_DIR@ (launchd only: where stdout/stderr go). No API key ever goes into a
+unit: the service reads it from api_key_file or the OS keyring.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from tegbatchd.resources import shipped
+
+LINUX, MACOS = "linux", "macos"
+DAEMON, TIMER = "daemon", "timer"
+
+# (platform, variant) -> (template files, the unit systemd enables / the label launchd bootstraps)
+VARIANTS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    (LINUX, DAEMON): (("tegbatchd.service",), "tegbatchd.service"),
+    (LINUX, TIMER): (("tegbatchd-poll.service", "tegbatchd-poll.timer"), "tegbatchd-poll.timer"),
+    (MACOS, DAEMON): (("io.tegbatchd.daemon.plist",), "io.tegbatchd.daemon"),
+    (MACOS, TIMER): (("io.tegbatchd.poll.plist",), "io.tegbatchd.poll"),
+}
+
+PASSED_ENV = ("TEGBATCHD_HOME", "TEGBATCHD_DATA_DIR", "PATH")
+# Linux only: the session bus (only a fixed socket path; other addresses change at each login) and the
+# display, which the opener (xdg-open) needs to show a file manager.
+PASSED_DESKTOP_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")
+_ABSOLUTE_ENV = ("TEGBATCHD_HOME", "TEGBATCHD_DATA_DIR")
+_KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+
+
+def is_key_like(name: str, value: str = "") -> bool:
+    """True for a variable that looks like it carries a secret (by its name, or an Anthropic key value)."""
+    return bool(_KEY_LIKE.search(name)) or "sk-ant-" in value
+
+
+def unit_environment(platform: str, environ: dict) -> dict[str, str]:
+    """Given the installing process's environment, return the variables the service gets."""
+    names = PASSED_ENV + (PASSED_DESKTOP_ENV if platform == LINUX else ())
+    env: dict[str, str] = {}
+    for name in names:
+        value = environ.get(name)
+        if not value or "\n" in value or is_key_like(name, value):
+            continue
+        if name in _ABSOLUTE_ENV:
+            value = str(Path(value).expanduser().resolve())
+        if name == "DBUS_SESSION_BUS_ADDRESS" and not value.startswith("unix:path="):
+            continue
+        env[name] = value
+    return env
+
+
+def unit_dir(platform: str, environ: dict) -> Path:
+    """~/.config/systemd/user (XDG_CONFIG_HOME honoured) or ~/Library/LaunchAgents, for HOME in environ."""
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    if platform == MACOS:
+        return home / "Library" / "LaunchAgents"
+    xdg = environ.get("XDG_CONFIG_HOME")
+    config = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".config"
+    return config / "systemd" / "user"
+
+
+# --- escaping -------------------------------------------------------------------------------------------
+def _systemd_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+
+
+def systemd_word(text: str) -> str:
+    """One ExecStart= word: specifiers and variables escaped, quoted when it has blanks."""
+    word = _systemd_escape(text).replace("$", "$$")
+    return f'"{word}"' if any(c.isspace() for c in text) or '"' in text else word
+
+
+def _systemd_environment(env: dict[str, str]) -> str:
+    return "\n".join(f'Environment="{_systemd_escape(k)}={_systemd_escape(v)}"' for k, v in env.items())
+
+
+def _plist_environment(env: dict[str, str]) -> str:
+    return "\n".join(f"    <key>{escape(k)}</key>\n    <string>{escape(v)}</string>" for k, v in env.items())
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    lines = []
+    for line in template.splitlines(keepends=True):
+        if line.strip() == "@ENVIRONMENT@" and not values["@ENVIRONMENT@"]:
+            continue
+        for placeholder, value in values.items():
+            line = line.replace(placeholder, value)
+        lines.append(line)
+    text = "".join(lines)
+    left = _PLACEHOLDER.findall(text)
+    if left:
+        raise ValueError(f"unfilled placeholders {sorted(set(left))} in a unit template")
+    return text
+
+
+def render(platform: str, name: str, executable: Path, env: dict[str, str], log_dir: Path | None) -> str:
+    """Given a template name and the install's facts, return the unit file's text."""
+    template = shipped("systemd" if platform == LINUX else "launchd", name).read_text(encoding="utf-8")
+    if platform == LINUX:
+        return _fill(template, {"@TEGBATCHD@": systemd_word(str(executable)),
+                                "@ENVIRONMENT@": _systemd_environment(env)})
+    return _fill(template, {"@TEGBATCHD@": escape(str(executable)), "@LOG_DIR@": escape(str(log_dir)),
+                            "@ENVIRONMENT@": _plist_environment(env)})
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """What an install writes: files (path -> text) and the unit or label to start."""
+
+    platform: str
+    variant: str
+    unit_dir: Path
+    files: dict[Path, str]
+    start: str
+    environment: dict[str, str]
+    log_dir: Path | None
+
+
+def plan(platform: str, variant: str, executable: Path, environ: dict, log_dir: Path) -> UnitPlan:
+    """Given the platform, variant, absolute executable, environment and log dir, return the install."""
+    if not executable.is_absolute():
+        raise ValueError(f"the executable must be an absolute path, not {executable}")
+    names, start = VARIANTS[(platform, variant)]
+    folder = unit_dir(platform, environ)
+    env = unit_environment(platform, environ)
+    logs = log_dir if platform == MACOS else None
+    files = {folder / name: render(platform, name, executable, env, logs) for name in names}
+    return UnitPlan(platform, variant, folder, files, start, env, logs)
