@@ -210,7 +210,7 @@ class BatchApi:
         try:
             with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
                 buffer = b""
-                for chunk in response.iter_bytes(1 << 16):
+                for chunk in response.iter_bytes():  # as received: a sized chunker drops its buffer on a cut
                     buffer += chunk
                     lines = buffer.split(b"\n")
                     buffer = lines.pop()

@@ -71,10 +71,13 @@ def _systemd_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
 
 
-def systemd_word(text: str) -> str:
-    """One ExecStart= word: specifiers and variables escaped, quoted when it has blanks."""
-    word = _systemd_escape(text).replace("$", "$$")
-    return f'"{word}"' if any(c.isspace() for c in text) or '"' in text else word
+def systemd_command(path: str) -> str:
+    """The command word of ExecStart=: specifiers escaped, quoted when it has blanks.
+
+    ($ needs no escape there: variables are expanded in the arguments only.)
+    """
+    word = _systemd_escape(path)
+    return f'"{word}"' if any(c.isspace() for c in path) or '"' in path else word
 
 
 def _systemd_environment(env: dict[str, str]) -> str:
@@ -104,7 +107,7 @@ def render(platform: str, name: str, executable: Path, env: dict[str, str], log_
     """Given a template name and the install's facts, return the unit file's text."""
     template = shipped("systemd" if platform == LINUX else "launchd", name).read_text(encoding="utf-8")
     if platform == LINUX:
-        return _fill(template, {"@TEGBATCHD@": systemd_word(str(executable)),
+        return _fill(template, {"@TEGBATCHD@": systemd_command(str(executable)),
                                 "@ENVIRONMENT@": _systemd_environment(env)})
     return _fill(template, {"@TEGBATCHD@": escape(str(executable)), "@LOG_DIR@": escape(str(log_dir)),
                             "@ENVIRONMENT@": _plist_environment(env)})

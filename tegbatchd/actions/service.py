@@ -7,6 +7,7 @@ What install wrote is recorded in state_dir/service-manifest.json, so uninstall 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -269,12 +270,23 @@ def _print_plan(ctx, unit_plan: UnitPlan, start: list[list[str]]) -> int:
 
 
 # --- uninstall ------------------------------------------------------------------------------------------
+# Where `systemctl enable` links our units (their WantedBy=); emptied folders go with them.
+WANTS_DIRS = ("default.target.wants", "timers.target.wants")
+
+
 def _unlink_wants_links(unit_file: Path) -> None:
-    """Remove the *.wants/ links an offline `systemctl enable` made to this file."""
-    for link in unit_file.parent.glob(f"*.wants/{unit_file.name}"):
+    """Remove the links an offline `systemctl enable` made to this file."""
+    for wants in WANTS_DIRS:
+        link = unit_file.parent / wants / unit_file.name
         if link.is_symlink() and Path(os.path.realpath(link)) == Path(os.path.realpath(unit_file)):
             link.unlink()
             print(f"removed {link}")
+
+
+def _remove_empty_wants_dirs(folder: Path) -> None:
+    for wants in WANTS_DIRS:
+        with contextlib.suppress(OSError):  # absent, or holds other units' links
+            (folder / wants).rmdir()
 
 
 def _remove(manifest: dict, manager, keep: frozenset | set = frozenset()) -> None:
@@ -289,6 +301,9 @@ def _remove(manifest: dict, manager, keep: frozenset | set = frozenset()) -> Non
         if name not in keep and (path.exists() or path.is_symlink()):
             path.unlink()
             print(f"removed {path}")
+    if manifest["platform"] == LINUX:
+        for folder in {Path(name).parent for name in manifest["files"]}:
+            _remove_empty_wants_dirs(folder)
     for folder in sorted(manifest.get("created_dirs", []), key=len, reverse=True):
         if folder not in keep and Path(folder).is_dir() and not any(Path(folder).iterdir()):
             Path(folder).rmdir()

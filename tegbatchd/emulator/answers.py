@@ -25,8 +25,12 @@ WORDS = (
 ).split()
 
 
+# Same output as json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False), reused.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(params: Any) -> bytes:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(params).encode("utf-8")
 
 
 def canonical_sha256(params: Any) -> str:
@@ -109,14 +113,14 @@ def summarize_request(custom_id: str, params: Any, seen_prefixes: set[str], *, i
     model = params.get("model")
     max_tokens = params.get("max_tokens")
     return RequestRecord(
-        custom_id=custom_id,
-        sha=hashlib.sha256(raw).hexdigest(),
-        model=sys.intern(model) if isinstance(model, str) else "",
-        params_bytes=len(raw),
-        max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0,
-        flags=flags,
-        cache_tokens=cache_tokens,
-        problem=problem,
+        custom_id,
+        hashlib.sha256(raw).hexdigest(),
+        sys.intern(model) if isinstance(model, str) else "",
+        len(raw),
+        max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0,
+        flags,
+        cache_tokens,
+        problem,
     )
 
 

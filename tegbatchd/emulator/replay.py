@@ -51,9 +51,9 @@ def match_replay(sources: Sequence[ReplaySource], custom_ids: Sequence[str]) -> 
 
 
 def iter_replay_lines(path: str) -> Iterator[bytes]:
-    """Yield the file's lines verbatim, LF-terminated, skipping blank ones."""
+    """Yield the file's lines verbatim, skipping blank ones; CRLF becomes LF (the SDK needs LF only)."""
     with open(path, "rb") as handle:
         for raw in handle:
             line = raw.rstrip(b"\r\n")
             if line.strip():
-                yield line + b"\n"
+                yield line + (b"\n" if raw.endswith(b"\n") else b"")

@@ -28,6 +28,7 @@ class BadBody(Exception):
 
 class TransportHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     server_version = "tegbatchd-emulator"
     sys_version = ""
     request_id = ""

@@ -175,15 +175,15 @@ def _row_label(unit: str, index: int) -> str:
 
 def _number(value) -> int | float | None:
     """A finite number from a CSV string or a Parquet value (whole numbers become int), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
+    if isinstance(value, str):
         try:
-            number = float(str(value).strip())
+            number = float(value)  # accepts surrounding whitespace
         except ValueError:
             return None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        return None
     if not math.isfinite(number):
         return None
     return int(number) if number.is_integer() else number

@@ -178,12 +178,19 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten",
                              "tcp"], pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], STARTUP_TIMEOUT)
-        number = os.read(read_end, 32).decode().strip() if ready else ""
+    received = b""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    try:  # Xvfb writes the number and the newline separately: closing early kills it (EPIPE)
+        while not received.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read_end, 32) if ready else b""
+            if not chunk:
+                break
+            received += chunk
     finally:
         os.close(read_end)
-    if not number:
+    number = received.decode().strip() if received.endswith(b"\n") else ""
+    if not number or proc.poll() is not None:
         stop_process(proc)
         raise RuntimeError("Xvfb did not report a display")
     return proc, f":{number}"
@@ -244,7 +251,7 @@ class FakeNotifications(ServiceInterface):
         return ["tegbatchd-fake", "tegbatchd tests", "1.0", "1.2"]
 
     @dbus_method()
-    def CloseNotification(self, nid: DBusUInt32) -> None:
+    def CloseNotification(self, nid: DBusUInt32):  # no "-> None": dbus-fast reads it as a signature
         self.NotificationClosed(nid, 3)
 
     @dbus_signal()
