@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "tegbatchd.actions.submit",
     "tegbatchd.actions.listing",
     "tegbatchd.actions.batches",
+    "tegbatchd.daemon",
     "tegbatchd.actions.service",
     "tegbatchd.teg.cli",
 )

@@ -84,6 +84,9 @@ class LogNotice:
         log.info("notice: %s — %s%s", notice.title, notice.body, where)
         return True
 
+    async def aclose(self) -> None:
+        pass
+
 
 def applescript_string(text: str) -> str:
     """Quote text as an AppleScript string literal."""
@@ -118,6 +121,9 @@ class OsascriptNotice:
                         err.decode(errors="replace").strip())
             return False
         return True
+
+    async def aclose(self) -> None:
+        pass
 
 
 class _FailureCatcher(logging.Filter):
@@ -189,7 +195,7 @@ class DesktopNotice:
         if dispatched.is_set():
             return True
         self._stale = True
-        log.warning("notice %s not delivered (%s); will retry with a new connection", notice.key, reason)
+        log.warning("notice %s not delivered (%s); the next send uses a new connection", notice.key, reason)
         return False
 
     async def _recreate(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -231,7 +237,9 @@ def make_notifier(config: Any, *, system: str | None = None, environ: dict | Non
                   timeout: float = SEND_TIMEOUT) -> Notifier:
     """Given the effective config (or a dict with a "notifications" section), return the notifier to use.
 
-    `system` (a sys.platform value) and `environ` default to this process's.
+    `system` (a sys.platform value) and `environ` default to this process's. On Linux, when only
+    $XDG_RUNTIME_DIR/bus exists, DBUS_SESSION_BUS_ADDRESS is set to it in `environ`: desktop-notifier
+    looks at the variable only.
     """
     system = system or sys.platform
     env = os.environ if environ is None else environ
@@ -264,6 +272,13 @@ def make_notifier(config: Any, *, system: str | None = None, environ: dict | Non
     return LogNotice(reason)
 
 
+async def close_notifier(notifier: Notifier) -> None:
+    """Release what a notifier holds (its D-Bus connection) before its event loop ends."""
+    close = getattr(notifier, "aclose", None)
+    if close is not None:
+        await close()
+
+
 def send_sync(notifier: Notifier, notice: Notice, timeout: float = SEND_TIMEOUT) -> bool:
     """Send one notice from synchronous code (CLI): run a short event loop until it is dispatched.
 
@@ -277,8 +292,6 @@ def send_sync(notifier: Notifier, notice: Notice, timeout: float = SEND_TIMEOUT)
             log.warning("notice %s not delivered: no answer within %g s", notice.key, timeout)
             return False
         finally:
-            close = getattr(notifier, "aclose", None)
-            if close is not None:
-                await close()
+            await close_notifier(notifier)
 
     return asyncio.run(once())

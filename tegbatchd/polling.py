@@ -119,7 +119,7 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
         return report
     pending = store.pending_batches()
     report.pending_before = len(pending)
-    if due_only and not _anything_due(store, pending, now):
+    if due_only and not _anything_due(store, pending, now, ctx.config):
         report.still_pending = len(pending)
         return report
     holder: dict = {"client": client}
@@ -144,11 +144,16 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
         for job in store.active_jobs():
             report.changes += advance_job(ctx, get_client, job)
         _archive_warnings(ctx, now)
-        store.kv_set("api_problem", None)
+        store.kv_set("key_rejected_since", None)
     except api_mod.AuthRejected:
         report.error, report.error_detail = "key_rejected", "the API key was rejected"
-        store.add_notice(f"key-rejected:{now.date().isoformat()}", "key_rejected", "tegbatchd: API key rejected",
-                         "Check ANTHROPIC_API_KEY or your api_key_file; polling is paused", urgency="critical")
+        since = store.kv_get("key_rejected_since") or now.isoformat()
+        store.kv_set("key_rejected_since", since)
+        store.add_notice(f"key-rejected:{since}", "key_rejected", "tegbatchd: API key rejected",
+                         "Check ANTHROPIC_API_KEY or your api_key_file; polling waits until the config changes",
+                         urgency="critical")
+    except api_mod.NoApiKey as exc:
+        report.error, report.error_detail = "no_key", exc.render()
     except (api_mod.Unavailable, api_mod.NotFound, api_mod.Rejected) as exc:
         report.error, report.error_detail = "unavailable", str(exc)
     finally:
@@ -166,15 +171,17 @@ def _retrieved_line(result) -> str:
     return f"retrieved {result.succeeded}/{result.total} successful, {len(result.written)} file(s) written"
 
 
-def _anything_due(store, pending: list[dict], now: datetime) -> bool:
+def _anything_due(store, pending: list[dict], now: datetime, config) -> bool:
     if store.open_intents():
         return True
     for job in store.active_jobs():
         if any(s["state"] == "waiting" for s in store.stages(job["id"])):
             return True
+    interval = timedelta(minutes=config["poll_interval_minutes"])
     for batch in pending:
-        if batch["api_status"] == "ended" or not batch["next_poll_at"]:
+        if batch["api_status"] == "ended":
             return True
-        if _parse(batch["next_poll_at"]) <= now:
+        due = _parse(batch["next_poll_at"]) if batch["next_poll_at"] else _parse(batch["created_at"]) + interval
+        if due <= now:
             return True
     return not pending

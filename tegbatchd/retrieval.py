@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tegbatchd.store import now_iso
 log = logging.getLogger(__name__)
 
 GROUP = 500  # files written, synced once, then recorded in one transaction
+STOP = threading.Event()  # set by the daemon on SIGTERM: finish the file being written, record, return
 
 
 @dataclass
@@ -153,6 +155,10 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                 continue
             if cid not in remaining:
                 continue
+            if STOP.is_set():
+                report.state = "incomplete"
+                report.message = f"stopped on request; {len(remaining)} result(s) left for the next run"
+                break
             if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
                 message = result["message"]
                 path = Path(row["output_path"])

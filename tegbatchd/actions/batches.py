@@ -182,8 +182,10 @@ def cmd_poll(args, ctx) -> int:
             print(change)
         if report.error == "key_rejected":
             print("error: the API key was rejected — check ANTHROPIC_API_KEY or your api_key_file")
+        elif report.error == "no_key":
+            print(report.error_detail)
         elif report.error:
             print(f"The API is unavailable ({report.error_detail}); nothing is lost — the next poll catches up.")
         if report.pending_before:
             print(f"{report.still_pending} batch(es) still pending.")
-    return 2 if report.error == "key_rejected" else 0
+    return 2 if report.error in ("key_rejected", "no_key") else 0
