@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "tegbatchd.actions.listing",
     "tegbatchd.actions.batches",
     "tegbatchd.daemon",
+    "tegbatchd.actions.demo",
     "tegbatchd.actions.service",
     "tegbatchd.teg.cli",
 )
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(data_dir_arg=getattr(args, "data_dir", None), json_output=getattr(args, "json", False))
     try:
         if args.command not in NO_CONFIG_COMMANDS:
-            ctx.config  # a bad config file is reported before anything else happens
+            _ = ctx.config  # a bad config file is reported before anything else happens
         return int(args.func(args, ctx) or 0)
     except UserError as exc:
         print(exc.render(), file=sys.stderr)

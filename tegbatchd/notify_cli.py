@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-
-log = logging.getLogger(__name__)
 
 
-def deliver_now(ctx) -> int:
+def deliver_now(ctx, notifier=None) -> int:
     """Send the queued notifications once; undelivered ones stay queued for the next poll."""
-    try:
-        from tegbatchd.actions.deliver import deliver_pending
-        from tegbatchd.notify import make_notifier
-    except ImportError:  # notifications not built into this installation
-        return 0
-    return asyncio.run(deliver_pending(ctx, make_notifier(ctx.config)))
+    from tegbatchd.actions.deliver import deliver_pending
+    from tegbatchd.notify import close_notifier, make_notifier
+
+    async def run() -> int:
+        target = notifier or make_notifier(ctx.config)
+        try:
+            return await deliver_pending(ctx, target)
+        finally:
+            await close_notifier(target)
+
+    return asyncio.run(run())

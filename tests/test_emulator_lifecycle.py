@@ -90,7 +90,7 @@ def without_host(batch: dict) -> dict:
 
 def test_state_file_survives_a_restart(tmp_path):
     state = tmp_path / "emulator-state.json"
-    args = ("--process-seconds", "100", "--state", str(state))
+    args = ("--process-seconds", "100", "--cancel-seconds", "50", "--state", str(state))
     with running_emulator(*args) as emulator:
         client = sdk_client(emulator.url, max_retries=0)
         done, canceling, running, gone = (client.messages.batches.create(requests=requests(3)).id
@@ -110,14 +110,14 @@ def test_state_file_survives_a_restart(tmp_path):
         assert [b.id for b in client.messages.batches.list()] == [running, canceling, done]
         after = {b: without_host(client.messages.batches.retrieve(b).to_dict())
                  for b in (done, canceling, running)}
-        assert after[done] == before[done]
-        assert after[canceling]["processing_status"] == "ended"  # its cancel finished meanwhile
-        assert after[running] == before[running]
+        assert after == before
+        assert before[canceling]["processing_status"] == "canceling"
         assert httpx2.get(client.messages.batches.retrieve(done).results_url).content == results
         with pytest.raises(Exception, match="404"):
             client.messages.batches.retrieve(gone)
         emulator.advance(91)  # the clock offset was kept: 10 + 91 > 100
-        assert client.messages.batches.retrieve(running).processing_status == "ended"
+        assert client.messages.batches.retrieve(running).request_counts.succeeded == 3
+        assert client.messages.batches.retrieve(canceling).request_counts.canceled == 3
         newest = client.messages.batches.create(requests=requests(1)).id
         assert client.messages.batches.list().data[0].id == newest
 

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from tegbatchd.cli import add_json
 from tegbatchd.errors import ConfigError, UserError
 from tegbatchd.paths import ensure_dir, write_private
+from tegbatchd.service_managers import manager_for, run_command
 from tegbatchd.units import DAEMON, LINUX, MACOS, TIMER, VARIANTS, UnitPlan, plan, unit_dir
 
 MANIFEST = "service-manifest.json"
@@ -77,90 +77,9 @@ def _executable(exec_path: str | None) -> Path:
     return path
 
 
-# --- service managers -----------------------------------------------------------------------------------
-class Systemd:
-    name = "the systemd user manager"
-    LIVE_STATES = {"running", "degraded", "starting", "initializing", "maintenance", "stopping"}
-
-    def reachable(self) -> bool:
-        if not shutil.which("systemctl"):
-            return False
-        out = _run(["systemctl", "--user", "is-system-running"], check=False)
-        return out.stdout.strip() in self.LIVE_STATES
-
-    def prepare_commands(self, unit: str) -> list[list[str]]:
-        return []
-
-    def start_commands(self, unit: str, plist: Path, restart: bool) -> list[list[str]]:
-        commands = [["systemctl", "--user", "daemon-reload"]]
-        if restart:
-            return commands + [["systemctl", "--user", "enable", unit], ["systemctl", "--user", "restart", unit]]
-        return commands + [["systemctl", "--user", "enable", "--now", unit]]
-
-    def stop_commands(self, unit: str) -> list[list[str]]:
-        return [["systemctl", "--user", "disable", "--now", unit]]
-
-    def leftover_commands(self, unit: str) -> list[list[str]]:
-        """What the person runs once the files are gone (the enable links are removed already)."""
-        return [["systemctl", "--user", "stop", unit], ["systemctl", "--user", "daemon-reload"]]
-
-    def after_remove_commands(self) -> list[list[str]]:
-        return [["systemctl", "--user", "daemon-reload"]]
-
-    def state(self, unit: str) -> str:
-        return _run(["systemctl", "--user", "is-active", unit], check=False).stdout.strip() or "unknown"
-
-
-class Launchd:
-    name = "launchd"
-
-    def __init__(self) -> None:
-        self.domain = f"gui/{os.getuid()}"
-
-    def reachable(self) -> bool:
-        return shutil.which("launchctl") is not None
-
-    def prepare_commands(self, label: str) -> list[list[str]]:
-        return [["launchctl", "bootout", f"{self.domain}/{label}"]]  # fails when not loaded: fine
-
-    def start_commands(self, label: str, plist: Path, restart: bool) -> list[list[str]]:
-        return [["launchctl", "bootstrap", self.domain, str(plist)]]
-
-    def stop_commands(self, label: str) -> list[list[str]]:
-        return [["launchctl", "bootout", f"{self.domain}/{label}"]]
-
-    def leftover_commands(self, label: str) -> list[list[str]]:
-        return self.stop_commands(label)
-
-    def after_remove_commands(self) -> list[list[str]]:
-        return []
-
-    def state(self, label: str) -> str:
-        out = _run(["launchctl", "print", f"{self.domain}/{label}"], check=False)
-        if out.returncode != 0:
-            return "not loaded"
-        return "running" if "state = running" in out.stdout else "loaded, not running"
-
-
-def _manager(platform: str) -> Systemd | Launchd:
-    return Systemd() if platform == LINUX else Launchd()
-
-
-def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        if check:
-            raise UserError(f"`{shlex.join(argv)}` failed: {exc}") from None
-        return subprocess.CompletedProcess(argv, 1, "", str(exc))
-    if check and done.returncode != 0:
-        raise UserError(f"`{shlex.join(argv)}` failed: {done.stderr.strip() or f'exit {done.returncode}'}")
-    return done
-
-
 def _run_all(commands: list[list[str]], ignore_failure: bool = False) -> None:
     for argv in commands:
-        _run(argv, check=not ignore_failure)
+        run_command(argv, check=not ignore_failure)
         print(f"ran: {shlex.join(argv)}")
 
 
@@ -217,17 +136,16 @@ def cmd_install(args, ctx) -> int:
     platform = args.platform or this_platform()
     variant = TIMER if args.timer else DAEMON
     unit_plan = plan(platform, variant, _executable(args.exec_path), dict(os.environ), ctx.paths.log_dir)
-    manager = _manager(platform)
+    manager = manager_for(platform)
     previous = read_manifest(ctx)
     same_unit = bool(previous) and previous.get("unit") == unit_plan.start
-    plist = next(iter(unit_plan.files))
     prepare = manager.prepare_commands(unit_plan.start)
-    start = manager.start_commands(unit_plan.start, plist, restart=same_unit)
+    start = manager.start_commands(unit_plan.start, next(iter(unit_plan.files)), restart=same_unit)
     if args.print_only:
         return _print_plan(ctx, unit_plan, prepare + start)
     if previous and not same_unit:
         print(f"replacing the installed {previous.get('variant')} ({previous.get('unit')})")
-        _remove(previous, _manager(previous["platform"]), keep=set(map(str, unit_plan.files)))
+        _remove(previous, manager_for(previous["platform"]), keep=set(map(str, unit_plan.files)))
     folders = {unit_plan.unit_dir} | ({unit_plan.log_dir} if unit_plan.log_dir else set())
     created = _missing_dirs(folders) | set((previous or {}).get("created_dirs", []))
     if unit_plan.log_dir is not None:
@@ -318,7 +236,7 @@ def cmd_uninstall(args, ctx) -> int:
     if manifest is None:
         print(f"nothing to remove: no service was installed by tegbatchd (no {manifest_path(ctx)})")
         return 0
-    _remove(manifest, _manager(args.platform or manifest["platform"]))
+    _remove(manifest, manager_for(args.platform or manifest["platform"]))
     manifest_path(ctx).unlink()
     print(f"uninstalled the {manifest['variant']} ({manifest['unit']})")
     return 0
@@ -328,7 +246,7 @@ def cmd_uninstall(args, ctx) -> int:
 def cmd_status(args, ctx) -> int:
     manifest = read_manifest(ctx)
     platform = args.platform or (manifest or {}).get("platform") or this_platform()
-    manager = _manager(platform)
+    manager = manager_for(platform)
     reachable = manager.reachable()
     if manifest is None:
         folder = unit_dir(platform, os.environ)

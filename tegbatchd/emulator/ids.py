@@ -13,13 +13,11 @@ def _digest(parts: tuple[object, ...]) -> bytes:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
 
 
+_TO_BASE62 = bytes(ord(BASE62[i % 62]) for i in range(256))
+
+
 def _base62(data: bytes, length: int) -> str:
-    number = int.from_bytes(data, "big")
-    chars = []
-    for _ in range(length):
-        number, rest = divmod(number, 62)
-        chars.append(BASE62[rest])
-    return "".join(chars)
+    return data[:length].translate(_TO_BASE62).decode("ascii")
 
 
 def random_id(prefix: str) -> str:

@@ -86,9 +86,12 @@ def result_object(batch_id: str, record: RequestRecord, outcome: str, opts: Opti
     return {"type": "errored", "error": error_envelope(error_type, message, request_id)}
 
 
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def result_line(batch_id: str, record: RequestRecord, outcome: str, opts: Options) -> bytes:
     line = {"custom_id": record.custom_id, "result": result_object(batch_id, record, outcome, opts)}
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    return (_LINE.encode(line) + "\n").encode("utf-8")
 
 
 def iter_result_lines(batch_id: str, records: Sequence[RequestRecord], outcomes: str, opts: Options

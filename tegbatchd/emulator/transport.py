@@ -29,6 +29,7 @@ class BadBody(Exception):
 class TransportHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
+    timeout = 300  # seconds an idle keep-alive connection (or a stuck read/write) may hold its thread
     server_version = "tegbatchd-emulator"
     sys_version = ""
     request_id = ""

@@ -22,6 +22,7 @@ from typing import Any
 import anthropic
 
 STOP_TIMEOUT = 10.0
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, whatever the env
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Emulator:
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with _NO_PROXY.open(request, timeout=30) as response:
             return json.load(response)
 
     def stats(self) -> dict[str, Any]:
@@ -86,7 +87,12 @@ def running_emulator(*args: str, env: dict | None = None) -> Iterator[Emulator]:
 
 
 def sdk_client(url: str, api_key: str = "test-key", **kw: Any) -> anthropic.Anthropic:
-    """Return a real SDK client for the emulator at `url` (2 retries and a 30 s timeout unless given)."""
+    """Return a real SDK client for the emulator at `url` (2 retries and a 30 s timeout unless given).
+
+    Proxy variables of the environment are ignored (trust_env=False) so loopback stays loopback.
+    """
     kw.setdefault("max_retries", 2)
     kw.setdefault("timeout", 30.0)
+    if "http_client" not in kw:
+        kw["http_client"] = anthropic.DefaultHttpxClient(trust_env=False)
     return anthropic.Anthropic(api_key=api_key, base_url=url, **kw)

@@ -1,0 +1,125 @@
+"""`tegbatchd demo`: the whole laptop-safe round trip on the built-in sample data, with no API key.
+
+Starts the emulator on a free port, submits round reports, lets the poll logic retrieve, chain the next
+stage by itself and retrieve again, lists the files and sends the desktop notification. It keeps its own
+state (never the person's real one) and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tegbatchd.cli import add_json
+from tegbatchd.context import Context
+from tegbatchd.errors import UserError
+from tegbatchd.paths import Paths, ensure_dir
+
+DEMO_KEY = "demo-key-for-the-local-emulator"
+TIMEOUT = 120.0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole workflow on sample data against a local emulator (no key)")
+    p.add_argument("--data-dir", metavar="DIR", help="where to write the reports (default: a fresh folder)")
+    p.add_argument("--process-seconds", type=float, default=3.0, help="how long each emulated batch runs")
+    add_json(p)
+    p.set_defaults(func=cmd_demo)
+
+
+class _Emulator:
+    def __init__(self, process_seconds: float):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tegbatchd", "emulator", "--port", "0", "--process-seconds", str(process_seconds)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = (self.proc.stdout.readline() or "").strip()
+        if not self.url.startswith("http://"):
+            self.stop()
+            raise UserError("the local emulator did not start", next_step="run `tegbatchd emulator` to see why")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def cmd_demo(args, ctx) -> int:
+    from tegbatchd.cli import build_parser
+    from tegbatchd.pipelines import job_progress
+    from tegbatchd.polling import poll_once
+    from tegbatchd.teg.sample import write_sample
+
+    folder = Path(tempfile.mkdtemp(prefix="tegbatchd-demo-"))
+    data_root = Path(args.data_dir).resolve() if args.data_dir else folder / "data"
+    home = folder / "home"
+    demo = Context(paths=Paths(home / "state", home / "config", home / "logs"), data_dir_arg=str(data_root))
+    say = print if not args.json else (lambda *a, **k: None)
+    say("tegbatchd demo — a local emulator of the Message Batches API stands in for Anthropic (no key, no cost).")
+    say(f"Reports go to {data_root}; the demo's own state to {home}.")
+    ensure_dir(data_root)
+    write_sample(data_root)
+    saved = {k: os.environ.get(k) for k in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
+    emulator = _Emulator(args.process_seconds)
+    started = time.monotonic()
+    try:
+        os.environ.update(ANTHROPIC_BASE_URL=emulator.url, ANTHROPIC_API_KEY=DEMO_KEY)
+        say(f"Emulator listening on {emulator.url}\n")
+        submit = build_parser().parse_args(["submit", "round-reports", "--teg", "1-3", "--round", "1-4",
+                                            "--data-dir", str(data_root)])
+        if args.json:
+            submit.json = True
+        demo.json_output = bool(args.json)
+        submit.func(submit, demo)
+        job = demo.store.list_jobs()[0]
+        say("\n>>> submitted — you could close your laptop now. The demo polls as the daemon would:\n")
+        while job["state"] == "active":
+            if time.monotonic() - started > TIMEOUT:
+                raise UserError("the demo did not finish in time", next_step="run it again with -v")
+            time.sleep(1.0)
+            for change in poll_once(demo).changes:
+                say(f"  {change}")
+            job = demo.store.get_job(job["id"])
+        progress = job_progress(demo.store, job)
+        files = sorted(p for p in (data_root / "commentary").rglob("*.md"))
+        delivered, real = _notify(demo)
+        elapsed = time.monotonic() - started
+        if args.json:
+            demo.emit_json({"job_id": job["id"], "state": job["state"], "data_root": str(data_root),
+                            "files": [str(f) for f in files], "notified": delivered, "seconds": round(elapsed, 1)})
+            return 0 if job["state"] == "done" else 1
+        say(f"\n{job['title']}: {job['state']} in {elapsed:.0f} s — {len(files)} files under {data_root}:")
+        for f in files:
+            say(f"  {f.relative_to(data_root)}")
+        if progress.failed:
+            say(f"Failed: {', '.join(progress.failed)}")
+        say("\nDesktop notification: " + ("sent." if delivered and real else
+                                          "no notification service here (it was logged instead)."
+                                          if delivered else "not confirmed (it stays queued)."))
+        say("Next: `tegbatchd config init`, set ANTHROPIC_API_KEY, then `tegbatchd submit round-reports ...` "
+            "and `tegbatchd service install`.")
+        return 0 if job["state"] == "done" else 1
+    finally:
+        emulator.stop()
+        demo.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _notify(ctx) -> tuple[bool, bool]:
+    """Send the job's notification: (delivered, through a real notification service)."""
+    from tegbatchd.notify import LogNotice, make_notifier
+    from tegbatchd.notify_cli import deliver_now
+
+    notifier = make_notifier(ctx.config)
+    return deliver_now(ctx, notifier) > 0, not isinstance(notifier, LogNotice)
