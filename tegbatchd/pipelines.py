@@ -88,6 +88,8 @@ def advance_job(ctx, get_client, job: dict) -> list[str]:
 
     get_client() returns the API client (created only when a stage must be submitted).
     """
+    if job.get("mode") == "now":
+        return []  # run by its own `--now` process (tegbatchd.immediate), never batched by the poller
     store = ctx.store
     pipeline = get_pipeline(job["kind"])
     data_root = Path(job["data_root"])

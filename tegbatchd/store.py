@@ -221,7 +221,8 @@ class Store:
         return jobs
 
     def active_jobs(self) -> list[dict]:
-        return [j for j in self.list_jobs() if j["state"] == "active"]
+        """Active jobs the poller drives: batch mode only (a `--now` job is run by its own process)."""
+        return [j for j in self.list_jobs() if j["state"] == "active" and j["mode"] != "now"]
 
     def set_job_state(self, job_id: str, state: str) -> None:
         finished = now_iso() if state in TERMINAL_JOB_STATES else None
@@ -249,11 +250,14 @@ class Store:
 
     # --- intents (recorded before create) and batches ---------------------------------------------
     def create_intent(self, stage_id: int, archive: str, rows: list[tuple[str, str, str | None, int | None]],
-                      byte_size: int) -> int:
-        """Record an intent and its requests (custom_id, absolute output path, model, max_tokens)."""
+                      byte_size: int, state: str = "open") -> int:
+        """Record an intent and its requests (custom_id, absolute output path, model, max_tokens).
+
+        State 'open' is a batch to create (reconciled by the poller); 'now' is sent by `--now`, never batched.
+        """
         with self.tx() as c:
             cur = c.execute("INSERT INTO intents(stage_id, archive, request_count, byte_size, state, created_at) "
-                            "VALUES(?,?,?,?,?,?)", (stage_id, archive, len(rows), byte_size, "open", now_iso()))
+                            "VALUES(?,?,?,?,?,?)", (stage_id, archive, len(rows), byte_size, state, now_iso()))
             intent_id = cur.lastrowid
             c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens) "
                           "VALUES(?,?,?,?,?)", [(intent_id, *r) for r in rows])
@@ -313,11 +317,11 @@ class Store:
             "ORDER BY b.created_at")
 
     def has_pending(self) -> bool:
-        """Anything the daemon must poll: unretrieved batches, open intents or active jobs."""
+        """Anything the daemon must poll: unretrieved batches, open intents or active batch-mode jobs."""
         row = self.conn.execute(
             "SELECT (SELECT count(*) FROM batches WHERE local_state IN ('submitted','retrieving'))"
             " + (SELECT count(*) FROM intents WHERE state='open')"
-            " + (SELECT count(*) FROM jobs WHERE state='active')").fetchone()
+            " + (SELECT count(*) FROM jobs WHERE state='active' AND mode!='now')").fetchone()
         return row[0] > 0
 
     @staticmethod

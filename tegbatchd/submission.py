@@ -151,8 +151,11 @@ def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Ite
     return groups
 
 
-def record_stage(ctx, job_id: str, stage: dict, items: list[Item]) -> list[int]:
-    """Archive each batch's requests (0600) and record one intent per batch. No API call."""
+def record_stage(ctx, job_id: str, stage: dict, items: list[Item], *, intent_state: str = "open") -> list[int]:
+    """Archive each batch's requests (0600) and record one intent per batch. No API call.
+
+    intent_state "now" records requests that `--now` sends itself (never created as a batch).
+    """
     limits = ctx.config["batch_limits"]
     archive_dir = ensure_dir(ctx.paths.archive_dir)
     intents = []
@@ -161,7 +164,8 @@ def record_stage(ctx, job_id: str, stage: dict, items: list[Item]) -> list[int]:
         archive = archive_dir / f"{job_id}-s{stage['seq']}-p{part}.jsonl"
         write_private(archive, "".join(i.line.decode("utf-8") + "\n" for i in group))
         rows = [(i.custom_id, str(i.output), i.model, i.max_tokens) for i in group]
-        intents.append(ctx.store.create_intent(stage["id"], str(archive), rows, archive.stat().st_size))
+        intents.append(ctx.store.create_intent(stage["id"], str(archive), rows, archive.stat().st_size,
+                                               state=intent_state))
     return intents
 
 

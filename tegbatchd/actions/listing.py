@@ -50,8 +50,9 @@ def job_view(ctx, job: dict) -> dict:
     batches = [_batch_view(ctx, job, b) for b in store.batches_of_job(job["id"])]
     progress = job_progress(store, job)
     stages = store.stages(job["id"])
-    cost = recorded_cost(ctx.config, store.usage_by_model(job_id=job["id"]))
+    cost = recorded_cost(ctx.config, store.usage_by_model(job_id=job["id"]), batch=job["mode"] != "now")
     return {"id": job["id"], "kind": job["kind"], "title": job["title"], "state": job["state"],
+            "mode": job["mode"],
             "created_at": job["created_at"], "data_root": job["data_root"],
             "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"]} for s in stages],
             "written": progress.written, "pending": progress.pending, "failed": progress.failed,
@@ -78,7 +79,8 @@ def cmd_list(args, ctx) -> int:
         return 0
     for job in jobs:
         done_stages = sum(s["state"] in ("retrieved", "skipped") for s in job["stages"])
-        print(f"{job['id']}  {job['title']}  [{job['state']}]  stage {min(done_stages + 1, len(job['stages']))}/"
+        mode = " (--now)" if job["mode"] == "now" else ""
+        print(f"{job['id']}  {job['title']}{mode}  [{job['state']}]  stage {min(done_stages + 1, len(job['stages']))}/"
               f"{len(job['stages'])}  written {job['written']}, pending {job['pending']}, failed {len(job['failed'])}"
               f"  ${job['cost_usd']:.4f} (standard ${job['standard_cost_usd']:.4f})")
         for b in job["batches"]:

@@ -63,7 +63,9 @@ def register(sub) -> None:
     a = p.add_argument_group("answers")
     a.add_argument("--answer-bytes", type=_count, default=800, metavar="N",
                    help="pad each answer text to about N bytes (default 800)")
-    a.add_argument("--seed", type=int, default=0, help="seed of every injected chance (default 0)")
+    a.add_argument("--seed", type=int, default=None,
+                   help="seed of every injected chance (default 0); when given, batch ids follow from it and "
+                        "the creation order too, so a run's outcomes are reproducible")
     a.add_argument("--error-rate", type=_rate, default=0.0, metavar="R", help="fraction of requests errored")
     a.add_argument("--error-type", choices=ERROR_TYPES, metavar="TYPE",
                    help="type of injected errors (default: overloaded_error and api_error alternately)")
@@ -101,7 +103,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         retention_seconds=args.retention_seconds, cancel_seconds=args.cancel_seconds,
         cancel_finish_rate=args.cancel_finish_rate, answer_bytes=args.answer_bytes,
         max_tokens_rate=args.max_tokens_rate, error_rate=args.error_rate, error_type=args.error_type,
-        expire_rate=args.expire_rate, seed=args.seed, fault_rate=args.fault_rate,
+        expire_rate=args.expire_rate, seed=args.seed or 0, seeded_ids=args.seed is not None, fault_rate=args.fault_rate,
         fault_retry_after=args.fault_retry_after, drop_results_after=args.drop_results_after,
         drop_results_times=args.drop_results_times, replay_results=tuple(args.replay_results),
         unclear_create=args.unclear_create, unclear_create_count=args.unclear_create_count,

@@ -36,6 +36,7 @@ class Options:
     error_type: str | None = None
     expire_rate: float = 0.0
     seed: int = 0
+    seeded_ids: bool = False  # --seed given: batch ids come from the seed and creation order
     fault_rate: float = 0.0
     fault_retry_after: str = "0.01"
     drop_results_after: int | None = None

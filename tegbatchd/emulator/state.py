@@ -13,7 +13,7 @@ from typing import Any
 
 from tegbatchd.emulator.answers import RequestRecord
 from tegbatchd.emulator.clock import Clock
-from tegbatchd.emulator.ids import random_id
+from tegbatchd.emulator.ids import derived_id, random_id
 from tegbatchd.emulator.options import Options
 from tegbatchd.emulator.outcomes import CANCELED, EXPIRED, NORMAL, count_outcomes, decide_outcomes
 from tegbatchd.emulator.replay import ReplaySource
@@ -111,7 +111,9 @@ class BatchStore:
                 due_at, due_mode = expires_at, EXPIRED
             else:
                 due_at, due_mode = now + opts.process_seconds, NORMAL
-            batch = Batch(id=random_id("msgbatch_"), seq=self._next_seq, created_at=now, expires_at=expires_at,
+            batch_id = (derived_id("msgbatch_", opts.seed, self._next_seq) if opts.seeded_ids
+                        else random_id("msgbatch_"))
+            batch = Batch(id=batch_id, seq=self._next_seq, created_at=now, expires_at=expires_at,
                           due_at=due_at, due_mode=due_mode, requests=records, replay=replay)
             self._next_seq += 1
             self._add(batch)

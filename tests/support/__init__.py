@@ -1,1 +1,1 @@
-"""Helpers shared by the test modules (emulator harness, SDK clients)."""
+"""Helpers shared by the test modules."""

@@ -19,6 +19,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -95,6 +96,16 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 """
 
 
+def accepts(path: Path) -> bool:
+    """True once a unix socket is listening (the file exists a moment before it listens)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class PrivateBus:
     """A dbus-daemon on a fixed socket path, so it can be killed and restarted at the same address."""
 
@@ -117,7 +128,7 @@ class PrivateBus:
         def up():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dbus-daemon exited with {self.proc.returncode}")
-            return self.socket.is_socket()
+            return self.socket.is_socket() and accepts(self.socket)
 
         wait_until(up, what="the private dbus-daemon")
 

@@ -1,0 +1,188 @@
+"""Shared helpers of the benchmarks: the machine, measured subprocesses, the emulator, result files.
+
+Every benchmark runs our tool and its naive baseline in the same run, as subprocesses, and measures each
+one's wall time, CPU time and peak RSS (ru_maxrss of that child, from os.wait4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PY = sys.executable
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TEST_KEY = "sk-ant-bench-0000"
+FIXTURE_60 = REPO.parent / "shared" / "fixtures" / "anthropic" / "requests-narrative-60.jsonl"
+
+
+def machine() -> dict:
+    """nproc, memory, Python, CPU model and SDK version: what the figures came from."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as fh:
+        mem_kb = int(fh.readline().split()[1])
+    try:
+        from importlib.metadata import version
+
+        sdk = version("anthropic")
+    except Exception:  # noqa: BLE001
+        sdk = "?"
+    return {"nproc": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
+            "python": platform.python_version(), "anthropic": sdk, "kernel": platform.release(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+@dataclass
+class Run:
+    label: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    code: int
+    stdout: str = ""
+    stderr: str = ""
+
+    def brief(self) -> dict:
+        d = asdict(self)
+        d.pop("stdout")
+        d["stderr"] = self.stderr[-400:]
+        return d
+
+
+def measure(label: str, cmd: list[str], *, env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 3600) -> Run:
+    """Run cmd to completion; wall time, user+sys CPU and peak RSS of that child alone (os.wait4)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.005)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(label, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
+                   round(usage.ru_maxrss / 1024, 1), proc.returncode,
+                   out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"))
+
+
+def check(run: Run) -> Run:
+    if run.code != 0:
+        raise SystemExit(f"{run.label} failed (exit {run.code}):\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
+    return run
+
+
+def proc_rss_mb(pid: int) -> dict:
+    """VmRSS and VmHWM (peak) of a live process, in MB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, in seconds (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def workspace(name: str):
+    """A temporary directory with home/ (TEGBATCHD_HOME) and data/ (the data root); removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=f"tegbench-{name}-"))
+    (root / "home").mkdir()
+    (root / "data").mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def tool_env(root: Path, url: str | None = None, **extra: str) -> dict:
+    """Environment of a `tegbatchd` subprocess: private home and data root, the emulator as the API."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TEGBATCHD_"))}
+    env.update(TEGBATCHD_HOME=str(root / "home"), TEGBATCHD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
+    if url:
+        env.update(ANTHROPIC_API_KEY=TEST_KEY, ANTHROPIC_BASE_URL=url)
+    env.update(extra)
+    return env
+
+
+def write_config(root: Path, text: str) -> None:
+    folder = root / "home" / "config"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(text)
+
+
+def tegbatchd(*args: str) -> list[str]:
+    return [PY, "-m", "tegbatchd", *args]
+
+
+def emulator(*args: str):
+    """`tegbatchd emulator --port 0 *args` as a subprocess (tests/support/emulator.py)."""
+    from tests.support.emulator import running_emulator
+
+    return running_emulator(*args)
+
+
+def small_requests(path: Path, n: int, prefix: str = "r") -> Path:
+    """n tiny, distinct requests (the answer size comes from the emulator's --answer-bytes)."""
+    with path.open("w") as fh:
+        for i in range(n):
+            params = {"model": "claude-sonnet-4-5", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": f"note {i}"}]}
+            fh.write(json.dumps({"custom_id": f"{prefix}-{i:06d}", "params": params}, separators=(",", ":")) + "\n")
+    return path
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+               **payload}
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in headers]] + [[f"{c:,.2f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "MISS"

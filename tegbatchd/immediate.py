@@ -1,0 +1,277 @@
+"""`submit round-reports|tournament --now`: run a job at once through the standard Messages API.
+
+Urgent work at full price, with the same records as the batch path: a job in mode "now", one intent per
+stage in state "now" (its requests archived; never created as a batch, never reconciled), every answer
+written atomically to its recorded path with its outcome, usage, stop_reason and sha256. Requests go
+`now.concurrency` at a time within `now.tokens_per_minute`, and 429/529/5xx/network errors are retried
+with back-off up to `now.max_attempts` times. The poller leaves mode "now" jobs alone.
+
+Killed mid-way (kill -9, power loss): what was written and recorded stays; the job is marked canceled
+when the next `--now` run starts (its lock is free by then). Running the same command again finishes the
+work: story notes already on disk are reused (unless --force); later stages are sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tegbatchd import api as api_mod
+from tegbatchd.costs import recorded_cost
+from tegbatchd.errors import UserError
+from tegbatchd.locks import file_lock
+from tegbatchd.outputs import AtomicWriter, message_text
+from tegbatchd.pacing import TokenBudget, backoff_delay, estimate_tokens
+from tegbatchd.pipelines import finish_job, get_pipeline
+from tegbatchd.polling import make_client
+from tegbatchd.retrieval import _usage as usage_fields
+from tegbatchd.store import now_iso
+from tegbatchd.submission import Item, items_from_plan, record_stage
+
+GROUP = 20                # answers written, synced once, then recorded in one transaction
+MESSAGE_TIMEOUT = 600.0   # seconds for one non-streaming call (long narratives take minutes)
+WAIT_SHOWN = 0.05         # a token-budget wait longer than this is shown on the request's line
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+               529: "overloaded_error"}
+
+
+@dataclass
+class Answer:
+    """What one request came to: a message, or the error of its last attempt."""
+
+    item: Item
+    message: dict | None = None
+    error_type: str | None = None
+    error_message: str = ""
+    attempts: int = 0
+    seconds: float = 0.0
+    waited: float = 0.0       # seconds held back by the token budget
+    stopped: bool = False     # the job stopped before it was sent: nothing to record
+
+
+@dataclass
+class NowRun:
+    job_id: str
+    sent: int = 0
+    succeeded: int = 0
+    retries: int = 0
+    budget_waits: int = 0
+    failed: list[dict] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    assembled: list[str] = field(default_factory=list)
+
+
+def _error_type(exc: api_mod.ApiError) -> str:
+    if exc.status is None:
+        return "connection_error"
+    return ERROR_TYPES.get(exc.status) or ("api_error" if exc.status >= 500 else f"http_{exc.status}")
+
+
+class Sender:
+    """Sends one request with retries, within the shared token budget (called from worker threads)."""
+
+    def __init__(self, client, budget: TokenBudget, max_attempts: int):
+        self.client = client
+        self.budget = budget
+        self.max_attempts = max_attempts
+        self.stop = threading.Event()
+
+    def send(self, item: Item) -> Answer:
+        params = json.loads(item.line)["params"]
+        tokens = estimate_tokens(len(item.line), item.max_tokens)
+        answer = Answer(item)
+        started = None
+        for attempt in range(1, self.max_attempts + 1):
+            waited = self.budget.acquire(tokens, self.stop)
+            if waited is None:
+                answer.stopped = attempt == 1  # never sent: left pending, not recorded as failed
+                break
+            answer.waited += waited
+            started = started or time.monotonic()
+            answer.attempts = attempt
+            try:
+                answer.message = self.client.message(params, timeout=MESSAGE_TIMEOUT)
+                answer.error_type = None
+                break
+            except api_mod.AuthRejected:
+                self.stop.set()
+                raise
+            except api_mod.Unavailable as exc:  # 429, 5xx, 529, network: worth another attempt
+                answer.error_type, answer.error_message = _error_type(exc), str(exc)
+                if attempt == self.max_attempts or self.stop.wait(backoff_delay(attempt)):
+                    break
+            except api_mod.ApiError as exc:  # a definite 4xx: this request only fails
+                answer.error_type, answer.error_message = _error_type(exc), str(exc)
+                break
+        answer.seconds = time.monotonic() - started if started else 0.0
+        return answer
+
+
+def _lock_path(ctx, job_id: str) -> Path:
+    return ctx.paths.lock_dir / f"now-{job_id}.lock"
+
+
+def _settle_interrupted(ctx) -> None:
+    """Mark `--now` jobs whose process died (their lock is free) as canceled, so none stays 'active'."""
+    store = ctx.store
+    for job in store.list_jobs(include_finished=False):
+        if job["mode"] != "now" or job["state"] != "active":
+            continue
+        with file_lock(_lock_path(ctx, job["id"]), wait=0) as free:
+            if free and store.get_job(job["id"])["state"] == "active":
+                store.set_job_state(job["id"], "canceled")
+                store.add_event("job_interrupted", "its --now run stopped before the end", job_id=job["id"])
+        _lock_path(ctx, job["id"]).unlink(missing_ok=True)
+
+
+def run_job_now(ctx, kind: str, spec: dict, title: str, stages: list[str]) -> int:
+    """Given a job's spec, run every stage now through the Messages API; return the exit code (0: done).
+
+    Raise UserError "the API key was rejected" (job failed, what was written kept) or on a write error.
+    """
+    from tegbatchd.actions.submit import new_job_id
+
+    client = make_client(ctx)  # no key: nothing is recorded
+    store, settings = ctx.store, ctx.config["now"]
+    _settle_interrupted(ctx)
+    job_id = store.create_job(new_job_id(), kind, title, spec, str(ctx.data_root), stages, mode="now")
+    sender = Sender(client, TokenBudget(settings["tokens_per_minute"]), settings["max_attempts"])
+    run = NowRun(job_id)
+    ctx.say(f"NOW — {title} (standard Messages API, full price)\nJob: {job_id}")
+    with file_lock(_lock_path(ctx, job_id), wait=0):
+        try:
+            for stage in store.stages(job_id):
+                _run_stage(ctx, sender, store.get_job(job_id), stage, run, settings["concurrency"])
+        except api_mod.AuthRejected:
+            store.set_job_state(job_id, "failed")
+            store.add_event("job_failed", "the API key was rejected", job_id=job_id)
+            raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
+                            "nothing more was sent") from None
+        except BaseException:
+            store.set_job_state(job_id, "canceled")
+            store.add_event("job_interrupted", "the --now run stopped before the end", job_id=job_id)
+            raise
+        finish_job(ctx, store.get_job(job_id))
+    _lock_path(ctx, job_id).unlink(missing_ok=True)
+    return _report(ctx, run, title)
+
+
+def _run_stage(ctx, sender: Sender, job: dict, stage: dict, run: NowRun, concurrency: int) -> None:
+    store = ctx.store
+    pipeline = get_pipeline(job["kind"])
+    data_root = Path(job["data_root"])
+    plan = pipeline.build_stage(job["spec"], stage["seq"], data_root, ctx.config)
+    for note in plan.notes:
+        ctx.say(f"note: {note}")
+    done = {r["output_path"] for r in store.job_requests(job["id"]) if r["outcome"] == "succeeded"}
+    items = [i for i in items_from_plan(plan.requests, data_root) if str(i.output) not in done]
+    if not items:
+        store.set_stage_state(stage["id"], "skipped", plan.notes)
+        ctx.say(f"Stage {stage['name']}: nothing to send")
+        return
+    intent_ids = record_stage(ctx, job["id"], stage, items, intent_state="now")
+    store.set_stage_state(stage["id"], "running", plan.notes)
+    rows = {r["custom_id"]: r for i in intent_ids for r in store.requests_of_intent(i)}
+    ctx.say(f"Stage {stage['name']}: {len(items)} request(s)")
+    _send_all(ctx, sender, items, rows, run, concurrency, data_root)
+    store.set_stage_state(stage["id"], "retrieved")
+    written = pipeline.after_stage(job["spec"], stage["seq"], data_root, ctx.config)
+    run.assembled += [str(p) for p in written]
+    if written:
+        ctx.say(f"  assembled {len(written)} file(s)")
+
+
+def _send_all(ctx, sender: Sender, items: list[Item], rows: dict, run: NowRun, concurrency: int,
+              data_root: Path) -> None:
+    """Send items concurrently; write and record each answer as it comes (synced once per group)."""
+    writer = AtomicWriter()
+    group: list[dict] = []
+    settled: set[Future] = set()
+
+    def flush() -> None:
+        if group:
+            if any(g.get("written_at") for g in group):
+                writer.sync()
+            ctx.store.record_results(group)
+            group.clear()
+
+    def settle(future: Future) -> None:
+        settled.add(future)
+        record = _settle(ctx, writer, future.result(), rows, run, data_root)
+        if record:
+            group.append(record)
+        if len(group) >= GROUP:
+            flush()
+
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="now")
+    futures = [pool.submit(sender.send, item) for item in items]
+    try:
+        for future in as_completed(futures):
+            settle(future)
+    except BaseException:
+        sender.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:  # answers that arrived meanwhile are paid for: keep them
+            if future not in settled and future.done() and not future.cancelled() and not future.exception():
+                settle(future)
+        raise
+    finally:
+        flush()
+        pool.shutdown(wait=True)
+
+
+def _settle(ctx, writer: AtomicWriter, answer: Answer, rows: dict, run: NowRun, data_root: Path) -> dict | None:
+    """Write a successful answer and print one progress line; return the record (None: not sent)."""
+    if answer.stopped:
+        return None
+    item, row = answer.item, rows[answer.item.custom_id]
+    run.sent += 1
+    run.retries += max(0, answer.attempts - 1)
+    if answer.waited > WAIT_SHOWN:
+        if not run.budget_waits:
+            ctx.say(f"  (paced by now.tokens_per_minute = {ctx.config['now']['tokens_per_minute']}: "
+                    "requests wait for the token budget)")
+        run.budget_waits += 1
+    tries = f", {answer.attempts} attempts" if answer.attempts > 1 else ""
+    tries += f", waited {answer.waited:.1f} s for tokens" if answer.waited > WAIT_SHOWN else ""
+    if answer.message is None:
+        run.failed.append({"custom_id": item.custom_id, "error_type": answer.error_type})
+        ctx.say(f"  ✗ {item.custom_id}: {answer.error_type}{tries} — {answer.error_message[:200]}")
+        return {"id": row["id"], "outcome": "errored", "error_type": answer.error_type,
+                "error_message": answer.error_message[:500]}
+    try:
+        sha = writer.write(item.output, message_text(answer.message))
+    except OSError as exc:
+        raise UserError(f"cannot write {item.output}: {exc.strerror}",
+                        next_step="free space or fix permissions, then run the same command again") from None
+    run.succeeded += 1
+    run.written.append(str(item.output))
+    truncated = " — stopped at max_tokens" if answer.message.get("stop_reason") == "max_tokens" else ""
+    root = data_root.resolve()
+    shown = item.output.relative_to(root) if item.output.is_relative_to(root) else item.output
+    ctx.say(f"  ✓ {item.custom_id} → {shown} ({answer.seconds:.1f} s{tries}){truncated}")
+    return {"id": row["id"], "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
+            "stop_reason": answer.message.get("stop_reason"), **usage_fields(answer.message)}
+
+
+def _report(ctx, run: NowRun, title: str) -> int:
+    job = ctx.store.get_job(run.job_id)
+    cost = recorded_cost(ctx.config, ctx.store.usage_by_model(job_id=run.job_id), batch=False)
+    payload = {"job_id": run.job_id, "title": title, "mode": "now", "state": job["state"], "requests": run.sent,
+               "succeeded": run.succeeded, "failed": run.failed, "retries": run.retries,
+               "token_budget_waits": run.budget_waits, "outputs": run.written, "assembled": run.assembled,
+               "cost_usd": round(cost.standard, 4), "unpriced_models": list(cost.unknown_models)}
+    if ctx.json_output:
+        ctx.emit_json(payload)
+    else:
+        unpriced = f" (no price for {', '.join(cost.unknown_models)})" if cost.unknown_models else ""
+        ctx.say(f"Done: {title} — {job['state']}: {run.succeeded} of {run.sent} written, {len(run.failed)} failed, "
+                f"{run.retries} retries; cost ${cost.standard:.4f} at the standard API price{unpriced}")
+        if run.failed:
+            ctx.say("Run the same command again to send the failed ones (written story notes are reused).")
+    return 0 if job["state"] == "done" else 1
