@@ -67,3 +67,21 @@ def test_installed_emulator_serves_the_sdk(fresh_venv, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(15) == 0
+
+
+def test_demo_from_the_fresh_install_writes_the_reports_and_leaves_nothing_running(fresh_venv, tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("ANTHROPIC_", "TEGBATCHD_"))}
+    env["HOME"] = str(tmp_path / "home")
+    out_dir = tmp_path / "reports"
+    demo = subprocess.run([str(fresh_venv / "bin" / "tegbatchd"), "demo", "--data-dir", str(out_dir)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "you could close your laptop now" in demo.stdout
+    assert "submitted stage narrative" in demo.stdout  # the next stage went by itself
+    files = sorted(p.relative_to(out_dir) for p in (out_dir / "commentary").rglob("*.md"))
+    assert len(files) == 33  # 11 rounds of sample data: story notes, report and combined file each
+    for f in files:
+        assert str(f) in demo.stdout
+    assert not (tmp_path / "home" / ".local" / "state" / "tegbatchd").exists()  # the person's state untouched
+    left = subprocess.run(["pgrep", "-f", f"{fresh_venv}/bin/python -m tegbatchd emulator"], capture_output=True)
+    assert left.returncode == 1, "the demo's emulator is still running"

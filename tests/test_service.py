@@ -186,7 +186,8 @@ if [ "$1" = daemon ]; then exec sleep 300; fi
     return stub
 
 
-def install_env(manager, tb_home: Path) -> dict:
+def install_env(tb_home: Path) -> dict:
+    """What the person's shell has when installing: a key in the environment, which must not travel."""
     return {"TEGBATCHD_HOME": str(tb_home), "ANTHROPIC_API_KEY": FAKE_KEY}
 
 
@@ -200,7 +201,7 @@ def test_real_manager_runs_the_installed_daemon(user_manager):  # noqa: F811
     home = user_manager.home
     record, tb_home = home / "record", home / "tb"
     stub = recording_stub(home / "bin dir", record)  # a blank in the path, as ~/My Tools/ would have
-    env = install_env(user_manager, tb_home)
+    env = install_env(tb_home)
     out = user_manager.run([*TEGBATCHD, "service", "install", "--exec", str(stub)], env=env).stdout
     assert "ran: systemctl --user enable --now tegbatchd.service" in out
     assert "tegbatchd.service: active" in out
@@ -222,7 +223,7 @@ def test_real_manager_lists_the_timer_variant(user_manager):  # noqa: F811
     home = user_manager.home
     record, tb_home = home / "record", home / "tb"
     stub = recording_stub(home / "bin", record)
-    env = install_env(user_manager, tb_home)
+    env = install_env(tb_home)
     user_manager.run([*TEGBATCHD, "service", "install", "--exec", str(stub)], env=env)
     out = user_manager.run([*TEGBATCHD, "service", "install", "--timer", "--exec", str(stub)], env=env).stdout
     assert "replacing the installed daemon" in out and "tegbatchd-poll.timer: active" in out

@@ -153,7 +153,7 @@ def results(handler: Handler, batch_id: str) -> None:
         raise ApiError(404, "not_found_error",
                        f"Results of batch {batch_id} are no longer available (retention period over).")
     if batch.replay is not None:
-        lines = iter_replay_lines(batch.replay.path)
+        lines = iter_replay_lines(batch.replay.path, verbatim=batch.replay.verbatim)
     else:
         lines = iter_result_lines(batch.id, batch.requests, batch.outcomes or "", server.opts)
     handler.stream_lines(lines, server.faults.results_cut_after())

@@ -77,6 +77,9 @@ def register(sub) -> None:
     a.add_argument("--shuffle-results", action="store_true", help="results lines not in request order")
     a.add_argument("--replay-results", action="append", default=[], metavar="FILE",
                    help="serve FILE verbatim to a batch with the same custom_ids (repeatable)")
+    a.add_argument("--replay-any", metavar="FILE",
+                   help="serve FILE byte for byte to every other batch, whatever its custom_ids (robustness "
+                        "tests: unknown ids, blank lines, CRLF, a truncated last line)")
     f = p.add_argument_group("faults")
     f.add_argument("--fault-rate", type=_rate, default=0.0, metavar="R",
                    help="fraction of API calls answered 429, 500 or 529")
@@ -106,6 +109,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         expire_rate=args.expire_rate, seed=args.seed or 0, seeded_ids=args.seed is not None, fault_rate=args.fault_rate,
         fault_retry_after=args.fault_retry_after, drop_results_after=args.drop_results_after,
         drop_results_times=args.drop_results_times, replay_results=tuple(args.replay_results),
+        replay_any=args.replay_any,
         unclear_create=args.unclear_create, unclear_create_count=args.unclear_create_count,
         stall_seconds=args.stall_seconds, shuffle_results=args.shuffle_results,
         max_body_bytes=args.max_body_bytes, state_file=args.state,
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     """Serve until SIGTERM/SIGINT, then save the state (with --state) and return 0."""
     opts = options_from_args(args)
     replays = tuple(load_replay(path) for path in opts.replay_results)
+    if opts.replay_any:
+        replays += (load_replay(opts.replay_any, verbatim=True),)
     store = BatchStore(opts, Clock(), replays)
     if opts.state_file:
         saved = load_state(opts.state_file)

@@ -42,6 +42,7 @@ class Options:
     drop_results_after: int | None = None
     drop_results_times: int | None = None
     replay_results: tuple[str, ...] = ()
+    replay_any: str | None = None
     unclear_create: str | None = None
     unclear_create_count: int = 1
     stall_seconds: float = 30.0

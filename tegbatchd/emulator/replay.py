@@ -1,4 +1,6 @@
-"""Recorded results files served verbatim to a batch whose custom_ids match the file's."""
+"""Recorded results files served to a batch whose custom_ids match the file's, or (`--replay-any`) byte for
+byte to every batch: unknown custom_ids, blank lines, CRLF and a truncated last line reach the client as
+they are in the file."""
 
 from __future__ import annotations
 
@@ -17,10 +19,14 @@ class ReplaySource:
     path: str
     custom_ids: frozenset[str]
     counts: dict[str, int]
+    verbatim: bool = False  # --replay-any: served byte for byte, whatever the batch's custom_ids
 
 
-def load_replay(path: str) -> ReplaySource:
-    """Read a results JSONL file's custom_ids and result types. Raise InputError if it is unreadable."""
+def load_replay(path: str, *, verbatim: bool = False) -> ReplaySource:
+    """Read a results JSONL file's custom_ids and result types. Raise InputError if it is unreadable.
+
+    With verbatim (`--replay-any`), lines that are not result objects are allowed (and not counted).
+    """
     ids: set[str] = set()
     counts = dict.fromkeys(("processing", *KNOWN), 0)
     try:
@@ -28,31 +34,42 @@ def load_replay(path: str) -> ReplaySource:
             for number, raw in enumerate(handle, 1):  # noqa: B007 (named in the error)
                 if not raw.strip():
                     continue
-                line = json.loads(raw)
-                ids.add(line["custom_id"])
-                kind = line.get("result", {}).get("type")
+                try:
+                    line = json.loads(raw)
+                    custom_id, kind = line["custom_id"], line.get("result", {}).get("type")
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    if verbatim:
+                        continue
+                    raise
+                ids.add(custom_id)
                 counts[kind if kind in KNOWN else "errored"] += 1
-    except (OSError, ValueError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         where = f"line {number}" if "number" in locals() else "file"
         raise InputError(f"cannot replay {path} ({where}): {exc}") from exc
-    return ReplaySource(str(Path(path).resolve()), frozenset(ids), counts)
+    return ReplaySource(str(Path(path).resolve()), frozenset(ids), counts, verbatim)
 
 
 def match_replay(sources: Sequence[ReplaySource], custom_ids: Sequence[str]) -> ReplaySource | None:
-    """Return the source whose custom_ids equal `custom_ids` as a set, if any."""
+    """Return the source whose custom_ids equal `custom_ids` as a set, else a `--replay-any` one, if any."""
     wanted: set[str] | None = None
     for source in sources:
-        if len(source.custom_ids) != len(custom_ids):
+        if source.verbatim or len(source.custom_ids) != len(custom_ids):
             continue
         wanted = wanted if wanted is not None else set(custom_ids)
         if source.custom_ids == wanted:
             return source
-    return None
+    return next((source for source in sources if source.verbatim), None)
 
 
-def iter_replay_lines(path: str) -> Iterator[bytes]:
-    """Yield the file's lines verbatim, skipping blank ones; CRLF becomes LF (the SDK needs LF only)."""
+def iter_replay_lines(path: str, *, verbatim: bool = False) -> Iterator[bytes]:
+    """Yield the file's lines, skipping blank ones; CRLF becomes LF (the SDK needs LF only).
+
+    With verbatim, yield every line exactly as stored (blank lines, CRLF, a last line without LF).
+    """
     with open(path, "rb") as handle:
+        if verbatim:
+            yield from handle
+            return
         for raw in handle:
             line = raw.rstrip(b"\r\n")
             if line.strip():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -42,6 +43,7 @@ SYSTEMD_BINARY = "/lib/systemd/systemd"
 BUS_NAME = "org.freedesktop.Notifications"
 BUS_PATH = "/org/freedesktop/Notifications"
 STARTUP_TIMEOUT = 20.0
+MANAGER_LOCK = Path(tempfile.gettempdir()) / "tegbatchd-tests-user-manager.lock"
 PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -383,9 +385,13 @@ def user_manager() -> Iterator[UserManager]:
     home.mkdir()
     runtime.mkdir(mode=0o700)
     manager = UserManager(home, runtime)
-    try:
-        manager.start()
-        yield manager
-    finally:
-        manager.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    # Managers started from the same cgroup create the same app.slice/<unit> cgroups: one stopping a
+    # unit kills another's. Test runs in parallel therefore take turns.
+    with open(MANAGER_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            manager.start()
+            yield manager
+        finally:
+            manager.stop()
+            shutil.rmtree(base, ignore_errors=True)
