@@ -62,6 +62,7 @@ SCHEMA: dict[str, Any] = {
     "scores_file": _opt_str,
     "rounds_file": _opt_str,
     "api_key_file": _opt_str,
+    "api": {"create_timeout_seconds": _number(0, 3600, lo_open=True)},
     "poll_interval_minutes": _number(0, 24 * 60, lo_open=True),
     "max_poll_interval_minutes": _number(0, 24 * 60, lo_open=True),
     "notifications": {"enabled": _bool, "stage_submitted": _bool, "open_command": _opt_str},

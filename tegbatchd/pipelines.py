@@ -149,7 +149,6 @@ def finish_job(ctx, job: dict) -> str:
     store = ctx.store
     progress = job_progress(store, job)
     state = "done" if not progress.failed else ("partial" if progress.written else "failed")
-    store.set_job_state(job["id"], state)
     notifications = ctx.config["notifications"]["enabled"]
     folder = _common_folder(store, job)
     if state == "done":
@@ -162,7 +161,8 @@ def finish_job(ctx, job: dict) -> str:
         retry = " ".join(f"tegbatchd retry {b}" for b in progress.retry_batches) or "tegbatchd list"
         body = f"Run: {retry}"
         key = f"job-{state}:{job['id']}:{len(store.job_requests(job['id']))}"
-    if notifications:
+    store.set_job_state(job["id"], state)
+    if notifications:  # queued before the job leaves 'active': a crash in between must not lose it
         store.add_notice(key, f"job_{state}", title, body, job_id=job["id"], open_path=folder,
                          urgency="normal" if state == "done" else "critical")
     store.add_event(f"job_{state}", title, job_id=job["id"])

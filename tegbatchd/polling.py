@@ -42,7 +42,7 @@ def _parse(ts: str | None) -> datetime | None:
 def make_client(ctx):
     """The API client for this context (key and base URL resolved now)."""
     key = api_mod.resolve_api_key(ctx.config["api_key_file"])
-    return api_mod.BatchApi(key)
+    return api_mod.BatchApi(key, create_timeout=ctx.config["api"]["create_timeout_seconds"])
 
 
 def next_poll_time(created_at: str | None, now: datetime, config) -> datetime:

@@ -110,16 +110,17 @@ class Store:
             os.close(fd)
         try:
             conn = _connect(path)
-            conn.execute("PRAGMA journal_mode=WAL")
             version = cls._version(conn)
+            if version > SCHEMA_VERSION:  # checked before any change: even the journal mode stays as it is
+                conn.close()
+                raise StoreError(f"the state database {path} is from a newer tegbatchd (schema {version}, "
+                                 f"this one knows {SCHEMA_VERSION})",
+                                 next_step="upgrade tegbatchd; nothing was changed")
+            conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the state database {path} is unreadable ({exc})",
                              next_step="move it aside and run again; `tegbatchd list --refresh` "
                                        "shows the batches still on the API") from None
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise StoreError(f"the state database {path} is from a newer tegbatchd (schema {version}, "
-                             f"this one knows {SCHEMA_VERSION})", next_step="upgrade tegbatchd; nothing was changed")
         store = cls(conn, path)
         if migrate and version < SCHEMA_VERSION:
             store._migrate(version)

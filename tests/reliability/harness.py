@@ -1,0 +1,159 @@
+"""Run the real `tegbatchd` code in a process a test can kill at a chosen step, or start on a signal.
+
+    python harness.py [--kill-at POINT:N] [--wait-for FILE] -- retrieve msgbatch_...
+    python harness.py --trials DIR --role retrieve|daemon-poll
+
+--kill-at POINT:N makes the process SIGKILL itself (as `kill -9` would) at the Nth time it reaches POINT:
+  temp-written   before the Nth rename of an output: its temp file is complete, the output not there yet
+  renamed        just after the Nth rename of an output, before anything is recorded of it
+  before-record  just before the Nth group of results is recorded (files written and synced)
+  in-commit      inside the Nth transaction recording results, just before its COMMIT
+  job-state      just after a job's final state is stored
+--wait-for FILE imports everything first, then waits until FILE exists (so the next trial's process is
+ready while the current one runs, and several processes can start their real work at the same moment).
+--trials DIR serves numbered trials in one process: waits for DIR/go-N (JSON: batch id and a delay),
+runs the CLI's `retrieve ID --json` or the daemon's poll, writes DIR/done-N-ROLE.json; stops at DIR/stop.
+Nothing here is in the product: the kill points are monkeypatches of the product's own functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _countdown(n: int):
+    left = [n]
+
+    def hit() -> bool:
+        left[0] -= 1
+        return left[0] == 0
+
+    return hit
+
+
+def place_kill(point: str, n: int) -> None:
+    from tegbatchd import store as store_mod
+
+    data_root = os.path.realpath(os.environ["TEGBATCHD_DATA_DIR"])
+    hit = _countdown(n)
+    if point in ("temp-written", "renamed"):
+        real_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):
+            is_output = os.path.realpath(dst).startswith(data_root + os.sep)
+            if is_output and point == "temp-written" and hit():
+                _die()
+            real_replace(src, dst, *args, **kwargs)
+            if is_output and point == "renamed" and hit():
+                _die()
+
+        os.replace = replace
+    elif point == "before-record":
+        real_record = store_mod.Store.record_results
+
+        def record_results(self, results):
+            if hit():
+                _die()
+            return real_record(self, results)
+
+        store_mod.Store.record_results = record_results
+    elif point == "in-commit":
+        real_connect = store_mod._connect
+
+        def connect(path):
+            conn = real_connect(path)
+            recording = [False]
+
+            def trace(statement: str) -> None:
+                if statement.startswith("UPDATE requests SET outcome"):
+                    recording[0] = True
+                elif statement == "COMMIT" and recording[0]:
+                    recording[0] = False
+                    if hit():
+                        _die()
+
+            conn.set_trace_callback(trace)
+            return conn
+
+        store_mod._connect = connect  # the trace callback runs as a statement starts: before the COMMIT
+    elif point == "job-state":
+        real_set = store_mod.Store.set_job_state
+
+        def set_job_state(self, job_id, state):
+            real_set(self, job_id, state)
+            if hit():
+                _die()
+
+        store_mod.Store.set_job_state = set_job_state
+    else:
+        raise SystemExit(f"unknown kill point {point!r}")
+
+
+def _wait_for(path: Path, stop: Path | None = None) -> bool:
+    while not path.exists():
+        if stop is not None and stop.exists():
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def serve_trials(folder: Path, role: str) -> None:
+    from tegbatchd.cli import main
+    from tegbatchd.daemon import Daemon
+
+    daemon = Daemon(heartbeat=3600) if role == "daemon-poll" else None
+    number = 0
+    while _wait_for(folder / f"go-{number}", folder / "stop"):
+        order = json.loads((folder / f"go-{number}").read_text())
+        time.sleep(order["delay"].get(role, 0.0))
+        if daemon is not None:
+            report = daemon._poll(True)
+            written = [f for r in (report.retrieved if report else []) for f in r["written"]]
+            result = {"written": written, "changes": report.changes if report else [], "code": 0}
+        else:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["retrieve", order["batch"], "--json"])
+            report = json.loads(out.getvalue())
+            result = {"written": report["written"], "state": report["state"], "code": code}
+        (folder / f"done-{number}-{role}.json").write_text(json.dumps(result))
+        number += 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kill-at", metavar="POINT:N")
+    parser.add_argument("--wait-for", type=Path)
+    parser.add_argument("--trials", type=Path)
+    parser.add_argument("--role", choices=("retrieve", "daemon-poll"))
+    parser.add_argument("args", nargs="*")
+    opts = parser.parse_args()
+    import anthropic  # noqa: F401 - loaded before the start signal, as the CLI would load it anyway
+
+    from tegbatchd.cli import main as cli_main
+
+    if opts.trials:
+        serve_trials(opts.trials, opts.role)
+        return 0
+    if opts.kill_at:
+        point, _, n = opts.kill_at.partition(":")
+        place_kill(point, int(n or 1))
+    if opts.wait_for:
+        _wait_for(opts.wait_for)
+    return cli_main(opts.args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

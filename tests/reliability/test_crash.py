@@ -1,0 +1,164 @@
+"""Crash anywhere: `kill -9` of a retrieving `tegbatchd` loses, duplicates and leaks nothing.
+
+A 1,000-request batch is retrieved by processes killed at seeded random moments (30 kills that land
+mid-retrieval), then by processes that kill themselves inside each step (tests/reliability/harness.py
+patches the product's own functions; nothing in the product knows about it). After a rerun every output
+exists once with its own answer, no temp file is left, nothing appeared outside the data root, and the
+job is notified exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import assert_own_answer, request_params, write_requests
+from tests.reliability.support import (
+    TEMPLATE,
+    assert_delivered,
+    assert_each_own,
+    harness,
+    notices,
+    query,
+    recorded,
+    temp_files,
+    tree,
+)
+
+N = 1000
+KILLS = 30
+SEED = 20240611
+OUTSIDE_SKIP = ("data", "home", "signals")
+
+
+def _count(folder: Path) -> int:
+    try:
+        return sum(1 for e in os.scandir(folder) if e.name.endswith(".md"))
+    except FileNotFoundError:
+        return 0
+
+
+def _submit(cli, tmp_path: Path) -> tuple[Path, str]:
+    reqs = write_requests(tmp_path / "signals" / "r.jsonl", N)
+    batch = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()["batch_ids"][0]
+    return reqs, batch
+
+
+def _ready(cli, signals: Path, number: int, batch: str) -> tuple[subprocess.Popen, Path]:
+    """A `retrieve` process with everything imported, waiting for its go file."""
+    go = signals / f"go-{number}"
+    proc = harness(cli, "--wait-for", str(go), "--", "retrieve", batch, "--json",
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, go
+
+
+def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _isolated_home):
+    cli, emu = api_cli("--process-seconds", "0")
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    outside = tree(tmp_path, skip=OUTSIDE_SKIP)
+    reqs, batch = _submit(cli, tmp_path)
+    params = request_params(reqs)
+    db = _isolated_home / "state" / "state.db"
+    folder = data_root / "commentary" / "misc"
+    rng = random.Random(SEED)
+    kills = finished = resets = 0
+    recorded_seen = set()
+    upcoming = _ready(cli, signals, 0, batch)
+    trial = 0
+    while kills < KILLS:
+        assert trial < KILLS + 10, f"only {kills} of {trial} kills landed mid-retrieval"
+        proc, go = upcoming
+        present = _count(folder)
+        if N - present < 150:  # start over: the product rewrites recorded files that have gone
+            for path in folder.glob("*.md"):
+                path.unlink()
+            present, resets = 0, resets + 1
+        target = present + rng.randint(1, N - present - 100)
+        trial += 1
+        upcoming = _ready(cli, signals, trial, batch)  # imports while this trial runs
+        go.touch()
+        while proc.poll() is None and _count(folder) < target:
+            time.sleep(0.001)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        else:
+            finished += 1
+        proc.wait()
+        assert temp_files(data_root) == [] or proc.returncode == -signal.SIGKILL
+        assert_each_own(folder, params, complete=False)  # never a half or foreign file, even right after a kill
+        recorded_seen.add(recorded(db))
+    upcoming[1].touch()
+    upcoming[0].wait()
+
+    final = cli("retrieve", batch, check=True).out
+    assert "Retrieved" in final or "Nothing new" in final
+    assert_delivered(folder, reqs, data_root)
+    assert tree(tmp_path, skip=OUTSIDE_SKIP) == outside
+    assert recorded(db) == N
+    rows = query(db, "SELECT count(*), count(DISTINCT custom_id), sum(written_at IS NOT NULL) FROM requests")
+    assert rows == [(N, N, N)]
+    cli("poll", "--once", check=True)
+    assert [k for _, k in notices(db, "job_done")] == ["job_done"]
+    print(f"\nrandom kills: {kills} landed mid-retrieval, {finished} runs finished first, {resets} resets, "
+          f"records seen after kills: {sorted(recorded_seen)}")
+    assert {0, 500} <= recorded_seen  # kills landed both before and after the first group was recorded
+
+
+def _killed_at(cli, point: str, batch: str) -> None:
+    proc = harness(cli, "--kill-at", point, "--", "retrieve", batch, "--json",
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode} {err.decode()[-2000:]}"
+
+
+def test_kill_placed_inside_each_step(api_cli, tmp_path, data_root, _isolated_home):
+    cli, emu = api_cli("--process-seconds", "0")
+    (tmp_path / "signals").mkdir()
+    outside = tree(tmp_path, skip=OUTSIDE_SKIP)
+    reqs, batch = _submit(cli, tmp_path)
+    params = request_params(reqs)
+    db = _isolated_home / "state" / "state.db"
+    folder = data_root / "commentary" / "misc"
+    rng = random.Random(SEED)
+
+    n = rng.randint(2, 400)  # after a temp file is written, before its rename
+    _killed_at(cli, f"temp-written:{n}", batch)
+    temps = temp_files(data_root)
+    assert len(temps) == 1 and len(list(folder.glob("*.md"))) == n - 1 and recorded(db) == 0
+    cid = f"req-{n - 1:05d}"
+    assert temps[0].name.startswith(f".{cid}.md.tmp-")
+    assert_own_answer(temps[0].read_text(), cid, params[cid])  # complete, just not renamed
+
+    n = rng.randint(2, 400)  # just after a rename, nothing recorded yet
+    _killed_at(cli, f"renamed:{n}", batch)
+    assert temp_files(data_root) == [] and len(list(folder.glob("*.md"))) >= n and recorded(db) == 0
+
+    _killed_at(cli, "before-record:1", batch)  # 500 files written and synced, not recorded
+    assert len(list(folder.glob("*.md"))) >= 500 and recorded(db) == 0
+    _killed_at(cli, "before-record:2", batch)  # first group recorded, second group written, not recorded
+    assert len(list(folder.glob("*.md"))) == N and recorded(db) == 500
+
+    inode = {p.name: p.stat().st_ino for p in folder.glob("*.md")}
+    _killed_at(cli, "in-commit:1", batch)  # the second group's transaction dies before its COMMIT
+    assert recorded(db) == 500
+    rewritten = [name for name, ino in inode.items() if (folder / name).stat().st_ino != ino]
+    assert len(rewritten) == 500  # only the unrecorded ones were written again, the recorded ones kept
+
+    _killed_at(cli, "job-state:1", batch)  # all recorded, the job marked done, then killed
+    assert recorded(db) == N
+    assert query(db, "SELECT state FROM jobs") == [("done",)]
+    assert len(notices(db, "job_done")) == 1  # queued before the job left 'active': not lost
+
+    again = cli("retrieve", batch, check=True).out
+    assert "Nothing new" in again
+    cli("poll", "--once", check=True)
+    assert_delivered(folder, reqs, data_root)
+    assert tree(tmp_path, skip=OUTSIDE_SKIP) == outside
+    assert len(notices(db, "job_done")) == 1
+    assert_each_own(folder, params)
