@@ -74,14 +74,18 @@ def default_open_command(system: str | None = None) -> str:
 
 # --- backends -------------------------------------------------------------------------------------------
 class LogNotice:
-    """No notification service: the notice becomes a log line. Always succeeds."""
+    """No notification service: the notice becomes a log line. Always succeeds.
+
+    Logged as a WARNING: the one-shot commands (`poll --once`, the timer's service) show only warnings,
+    and this line is the only place the person learns that the job is ready.
+    """
 
     def __init__(self, reason: str = "") -> None:
         self.reason = reason
 
     async def send(self, notice: Notice) -> bool:
         where = f" [{notice.open_path}]" if notice.open_path else ""
-        log.info("notice: %s — %s%s", notice.title, notice.body, where)
+        log.warning("notice: %s — %s%s", notice.title, notice.body, where)
         return True
 
     async def aclose(self) -> None:

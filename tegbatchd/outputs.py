@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from tegbatchd.errors import InputError
@@ -90,10 +91,10 @@ class AtomicWriter:
         os.sync()
 
 
-def remove_stale_temps(paths: list[Path]) -> int:
-    """Remove temp files a killed writer left beside the given outputs; return how many."""
+def remove_stale_temps(folders: Iterable[str | Path]) -> int:
+    """Remove temp files a killed writer left in the given output folders; return how many."""
     removed = 0
-    for folder in {p.parent for p in paths}:
+    for folder in {Path(f) for f in folders}:
         if not folder.is_dir():
             continue
         for entry in folder.glob(".*.tmp-*"):

@@ -6,6 +6,7 @@ notification (once).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,9 +55,9 @@ class JobProgress:
     retry_batches: list[str] = field(default_factory=list)
 
 
-def job_progress(store, job: dict) -> JobProgress:
-    """Summarize a job's requests: the latest attempt per output decides."""
-    rows = store.job_requests(job["id"])
+def job_progress(store, job: dict, rows: list | None = None) -> JobProgress:
+    """Summarize a job's requests (rows of store.job_request_states): the latest attempt per output decides."""
+    rows = store.job_request_states(job["id"]) if rows is None else rows
     last_seq = max((r["stage_seq"] for r in rows), default=0)
     by_output: dict[str, list[dict]] = {}
     for r in rows:
@@ -80,7 +81,7 @@ def job_progress(store, job: dict) -> JobProgress:
 
 
 def _succeeded_outputs(store, job_id: str) -> set[str]:
-    return {r["output_path"] for r in store.job_requests(job_id) if r["outcome"] == "succeeded"}
+    return {r["output_path"] for r in store.job_request_states(job_id) if r["outcome"] == "succeeded"}
 
 
 def advance_job(ctx, get_client, job: dict) -> list[str]:
@@ -147,10 +148,11 @@ def advance_job(ctx, get_client, job: dict) -> list[str]:
 def finish_job(ctx, job: dict) -> str:
     """Set the job's final state and queue its notification (once per outcome)."""
     store = ctx.store
-    progress = job_progress(store, job)
+    rows = store.job_request_states(job["id"])
+    progress = job_progress(store, job, rows)
     state = "done" if not progress.failed else ("partial" if progress.written else "failed")
     notifications = ctx.config["notifications"]["enabled"]
-    folder = _common_folder(store, job)
+    folder = _common_folder(rows)
     if state == "done":
         title = f"{job['title']} ready — {progress.ready} file{'s' if progress.ready != 1 else ''}"
         body = f"Written under {folder}" if folder else "All outputs written"
@@ -160,24 +162,20 @@ def finish_job(ctx, job: dict) -> str:
         title = f"{job['title']}: {progress.ready} of {total} ready, {len(progress.failed)} failed"
         retry = " ".join(f"tegbatchd retry {b}" for b in progress.retry_batches) or "tegbatchd list"
         body = f"Run: {retry}"
-        key = f"job-{state}:{job['id']}:{len(store.job_requests(job['id']))}"
-    store.set_job_state(job["id"], state)
+        key = f"job-{state}:{job['id']}:{len(rows)}"
     if notifications:  # queued before the job leaves 'active': a crash in between must not lose it
         store.add_notice(key, f"job_{state}", title, body, job_id=job["id"], open_path=folder,
                          urgency="normal" if state == "done" else "critical")
+    store.set_job_state(job["id"], state)
     store.add_event(f"job_{state}", title, job_id=job["id"])
     return title
 
 
-def _common_folder(store, job: dict) -> str | None:
-    paths = [Path(r["output_path"]) for r in store.job_requests(job["id"]) if r["outcome"] == "succeeded"]
-    if not paths:
+def _common_folder(rows: list) -> str | None:
+    """The deepest folder holding every successful output of the last stage (else of any stage)."""
+    succeeded = [r for r in rows if r["outcome"] == "succeeded"]
+    if not succeeded:
         return None
-    last = max(r["stage_seq"] for r in store.job_requests(job["id"]))
-    finals = [Path(r["output_path"]) for r in store.job_requests(job["id"])
-              if r["outcome"] == "succeeded" and r["stage_seq"] == last] or paths
-    common = finals[0].parent
-    for p in finals[1:]:
-        while common not in p.parents and common != p.parent:
-            common = common.parent
-    return str(common)
+    last = max(r["stage_seq"] for r in rows)
+    finals = [r for r in succeeded if r["stage_seq"] == last] or succeeded
+    return os.path.commonpath({os.path.dirname(r["output_path"]) for r in finals})

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd import api as api_mod
+from tegbatchd.errors import UserError
 from tegbatchd.pipelines import advance_job
 from tegbatchd.retrieval import retrieve_batch
 from tegbatchd.submission import reconcile
@@ -136,13 +137,22 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
         for batch in store.pending_batches():
             if batch["api_status"] != "ended":
                 continue
-            result = retrieve_batch(ctx, get_client(), batch["id"], wait=0)
+            try:
+                result = retrieve_batch(ctx, get_client(), batch["id"], wait=0)
+            except UserError as exc:  # e.g. disk full: recorded, the batch stays retrievable
+                report.changes.append(f"batch {batch['id']}: {exc.message}")
+                continue
             if result.state in ("retrieved", "already", "incomplete", "archived"):
                 report.retrieved.append(result.as_dict())
                 report.changes.append(f"batch {batch['id']}: {_retrieved_line(result)}")
                 _expiry_notices(ctx, batch["id"])
         for job in store.active_jobs():
-            report.changes += advance_job(ctx, get_client, job)
+            try:
+                report.changes += advance_job(ctx, get_client, job)
+            except UserError as exc:  # e.g. the scores file moved: this job waits, the others go on
+                message = f"{job['title']}: cannot go on ({exc.message})"
+                store.add_event("job_blocked", message, job_id=job["id"])
+                report.changes.append(message)
         _archive_warnings(ctx, now)
         store.kv_set("key_rejected_since", None)
     except api_mod.AuthRejected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
 from tegbatchd.outputs import AtomicWriter, message_text, remove_stale_temps
 from tegbatchd.paths import ensure_dir, write_private
-from tegbatchd.store import now_iso
+from tegbatchd.store import RetrievalRow, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,14 @@ def _outcome(result: dict) -> dict:
     return {"outcome": "errored", "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"}
 
 
-def _verify_written(store, rows: dict[str, dict]) -> int:
-    """Forget records whose file has gone (power loss, deleted by hand) so they are written again."""
-    gone = [r["id"] for r in rows.values() if r["written_at"] and not Path(r["output_path"]).exists()]
+def _verify_written(store, rows: dict[str, RetrievalRow]) -> list[str]:
+    """Forget records whose file has gone (power loss, deleted by hand) so they are written again.
+
+    Return their custom_ids."""
+    gone = [cid for cid, r in rows.items() if r.written and not os.path.exists(r.output_path)]
     if gone:
-        store.forget_written(gone)
-        for r in rows.values():
-            if r["id"] in gone:
-                r.update(outcome=None, written_at=None, output_sha256=None)
-    return len(gone)
+        store.forget_written([rows[cid].id for cid in gone])
+    return gone
 
 
 def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_file=None) -> RetrieveReport:
@@ -84,7 +84,7 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         batch = store.get_batch(batch_id)
         if not mine:
             return RetrieveReport(batch_id, batch["api_status"], "busy", message="another process is retrieving it")
-        rows = store.requests_of_batch(batch_id)
+        rows = store.retrieval_rows(batch_id)
         rewritten = _verify_written(store, rows)
         if batch["api_status"] != "ended":
             info = client.retrieve(batch_id)
@@ -92,13 +92,13 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             batch = store.get_batch(batch_id)
             if batch["api_status"] != "ended":
                 return RetrieveReport(batch_id, batch["api_status"], "not_ended", total=len(rows))
-        remaining = {cid for cid, r in rows.items() if r["outcome"] is None}
+        remaining = {cid for cid, r in rows.items() if not r.done}.union(rewritten)
         report = RetrieveReport(batch_id, "ended", "retrieved", total=len(rows))
         if not remaining:
             if batch["local_state"] != "retrieved":
                 store.set_batch_local_state(batch_id, "retrieved")
             report.state = "already"
-            _summarize(report, rows)
+            _summarize(report, store, batch_id)
             return report
         if batch["archived_at"]:
             store.set_batch_local_state(batch_id, "failed", "results archived before retrieval")
@@ -106,20 +106,18 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             report.message = "its results were archived (29 days after creation) before they were retrieved"
             return report
         store.set_batch_local_state(batch_id, "retrieving")
-        remove_stale_temps([Path(rows[c]["output_path"]) for c in remaining])
+        remove_stale_temps({os.path.dirname(rows[c].output_path) for c in remaining})
         if rewritten:
-            report.anomalies.append(f"{rewritten} recorded file(s) were missing and will be written again")
+            report.anomalies.append(f"{len(rewritten)} recorded file(s) were missing and will be written again")
         _stream(ctx, client, batch_id, rows, remaining, report, on_file)
         if report.state == "retrieved":
             missing = sorted(remaining)
             if missing:
-                store.record_results([{"id": rows[c]["id"], "outcome": "errored", "error_type": "missing_result",
+                store.record_results([{"id": rows[c].id, "outcome": "errored", "error_type": "missing_result",
                                        "error_message": "no result line for this request"} for c in missing])
-                for c in missing:
-                    rows[c].update(outcome="errored", error_type="missing_result")
                 report.anomalies.append(f"{len(missing)} request(s) had no result line")
             store.set_batch_local_state(batch_id, "retrieved")
-            _summarize(report, rows)
+            _summarize(report, store, batch_id)
             _write_summary(ctx, batch_id, report)
         return report
 
@@ -161,7 +159,7 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                 break
             if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
                 message = result["message"]
-                path = Path(row["output_path"])
+                path = Path(row.output_path)
                 try:
                     sha = writer.write(path, message_text(message))
                 except OSError as exc:
@@ -170,14 +168,13 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                     raise UserError(f"cannot write {path}: {exc.strerror}",
                                     next_step=f"free space or fix permissions, then `tegbatchd retrieve {batch_id}` "
                                               "(what was written is kept)") from None
-                record = {"id": row["id"], "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
+                record = {"id": row.id, "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
                           "stop_reason": message.get("stop_reason"), **_usage(message)}
-                report.written.append(str(path))
+                report.written.append(row.output_path)  # the row's own string: 8 bytes per file
                 if on_file:
                     on_file(path)
             else:
-                record = {"id": row["id"], **_outcome(result)}
-            row.update(record)
+                record = {"id": row.id, **_outcome(result)}
             remaining.discard(cid)
             group.append(record)
             if len(group) >= GROUP:
@@ -190,11 +187,8 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
         flush()
 
 
-def _summarize(report: RetrieveReport, rows: dict) -> None:
-    report.succeeded = sum(1 for r in rows.values() if r["outcome"] == "succeeded")
-    report.failures = [{"custom_id": c, "outcome": r["outcome"], "error_type": r.get("error_type")}
-                       for c, r in sorted(rows.items()) if r["outcome"] not in ("succeeded", None)]
-    report.truncated = sorted(c for c, r in rows.items() if r.get("stop_reason") == "max_tokens")
+def _summarize(report: RetrieveReport, store, batch_id: str) -> None:
+    report.succeeded, report.failures, report.truncated = store.batch_results_summary(batch_id)
 
 
 def _write_summary(ctx, batch_id: str, report: RetrieveReport) -> None:

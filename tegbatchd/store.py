@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tegbatchd.errors import UserError
 from tegbatchd.paths import FILE_MODE
@@ -75,6 +75,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class RetrievalRow(NamedTuple):
+    """What retrieval needs of one request (a full row dict is ~10x larger)."""
+
+    id: int
+    output_path: str
+    done: bool        # has an outcome
+    written: bool     # its output file was written
 
 
 class StoreError(UserError):
@@ -359,6 +368,32 @@ class Store:
                          (batch_id,))
         return {r["custom_id"]: r for r in rows}
 
+    def retrieval_rows(self, batch_id: str) -> dict[str, RetrievalRow]:
+        """custom_id → RetrievalRow for the requests sent in this batch: the few columns retrieval needs
+        (100,000 full row dicts would take ~150 MB)."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        cur.execute("SELECT r.custom_id, r.id, r.output_path, r.outcome IS NOT NULL, r.written_at IS NOT NULL "
+                    "FROM requests r JOIN batches b ON b.intent_id=r.intent_id WHERE b.id=?", (batch_id,))
+        return {cid: RetrievalRow(rid, path, bool(done), bool(written)) for cid, rid, path, done, written in cur}
+
+    def batch_results_summary(self, batch_id: str) -> tuple[int, list[dict], list[str]]:
+        """(successes, failures [{custom_id, outcome, error_type}], custom_ids cut at max_tokens), by custom_id."""
+        cur = self.conn.execute(
+            "SELECT r.custom_id, r.outcome, r.error_type, r.stop_reason FROM requests r "
+            "JOIN batches b ON b.intent_id=r.intent_id WHERE b.id=? "
+            "AND (r.outcome <> 'succeeded' OR r.stop_reason = 'max_tokens') ORDER BY r.custom_id", (batch_id,))
+        failures, truncated = [], []
+        for cid, outcome, error_type, stop_reason in cur:
+            if outcome not in ("succeeded", None):
+                failures.append({"custom_id": cid, "outcome": outcome, "error_type": error_type})
+            if stop_reason == "max_tokens":
+                truncated.append(cid)
+        succeeded = self.conn.execute(
+            "SELECT count(*) FROM requests r JOIN batches b ON b.intent_id=r.intent_id "
+            "WHERE b.id=? AND r.outcome='succeeded'", (batch_id,)).fetchone()[0]
+        return succeeded, failures, truncated
+
     def requests_of_intent(self, intent_id: int) -> list[dict]:
         return self._all("SELECT * FROM requests WHERE intent_id=? ORDER BY id", (intent_id,))
 
@@ -387,6 +422,14 @@ class Store:
             "SELECT r.*, i.batch_id, s.seq AS stage_seq, s.name AS stage_name FROM requests r "
             "JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? "
             "ORDER BY r.id", (job_id,))
+
+    def job_request_states(self, job_id: str) -> list[sqlite3.Row]:
+        """Every request of a job, only what progress needs: custom_id, output_path, outcome, batch_id,
+        stage_seq (rows, not dicts: a job of 100,000 requests stays a few MB)."""
+        return self.conn.execute(
+            "SELECT r.custom_id, r.output_path, r.outcome, i.batch_id, s.seq AS stage_seq FROM requests r "
+            "JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? "
+            "ORDER BY r.id", (job_id,)).fetchall()
 
     def usage_by_model(self, *, job_id: str | None = None, batch_id: str | None = None) -> list[dict]:
         """Summed usage per model for a job or a batch."""

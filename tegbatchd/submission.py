@@ -195,8 +195,8 @@ class SendResult:
 def send_intent(ctx, client, intent_id: int) -> SendResult:
     """Create the batch of an open intent, under the intent's lock.
 
-    Unclear outcome or API unavailable: the intent stays open for reconcile(). A definite 4xx or a
-    rejected key: the intent is marked failed and UserError raised.
+    Unclear outcome or API unavailable: the intent stays open for reconcile(). A definite 4xx: the
+    intent is marked failed and UserError raised. A rejected key: AuthRejected, the intent left open.
     """
     with file_lock(ctx.paths.lock_dir / f"intent-{intent_id}.lock"):
         intent = ctx.store.get_intent(intent_id)
@@ -211,9 +211,7 @@ def send_intent(ctx, client, intent_id: int) -> SendResult:
             ctx.store.add_event("create_deferred", f"intent {intent_id}: {exc}")
             return SendResult(intent_id, None, "open", f"{exc}: it will be sent by the next poll")
         except api_mod.AuthRejected:
-            ctx.store.fail_intent(intent_id, "the API key was rejected")
-            raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
-                            "nothing was submitted") from None
+            raise  # the intent stays open: the caller decides (the CLI gives up, the daemon waits for a key)
         except api_mod.ApiError as exc:
             ctx.store.fail_intent(intent_id, str(exc))
             raise UserError(str(exc), next_step="nothing was submitted for this batch") from None

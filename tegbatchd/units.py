@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 from tegbatchd.resources import shipped
@@ -26,7 +27,8 @@ VARIANTS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     (MACOS, TIMER): (("io.tegbatchd.poll.plist",), "io.tegbatchd.poll"),
 }
 
-PASSED_ENV = ("TEGBATCHD_HOME", "TEGBATCHD_DATA_DIR", "PATH")
+# ANTHROPIC_BASE_URL (a gateway or proxy the person uses; not a secret) only when it carries no credentials.
+PASSED_ENV = ("TEGBATCHD_HOME", "TEGBATCHD_DATA_DIR", "PATH", "ANTHROPIC_BASE_URL")
 # Linux only: the session bus (only a fixed socket path; other addresses change at each login) and the
 # display, which the opener (xdg-open) needs to show a file manager.
 PASSED_DESKTOP_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")
@@ -52,8 +54,23 @@ def unit_environment(platform: str, environ: dict) -> dict[str, str]:
             value = str(Path(value).expanduser().resolve())
         if name == "DBUS_SESSION_BUS_ADDRESS" and not value.startswith("unix:path="):
             continue
+        if name == "ANTHROPIC_BASE_URL" and not _plain_url(value):
+            continue
         env[name] = value
     return env
+
+
+def _plain_url(value: str) -> bool:
+    """An http(s) URL with no credentials in it (user:password@ or a query string): fit for a unit file.
+
+    The base URL is how a person points tegbatchd at a gateway or proxy; the service must use the same.
+    """
+    try:
+        parts = urlsplit(value)
+        has_userinfo = parts.username is not None or parts.password is not None
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not has_userinfo and not parts.query
 
 
 def unit_dir(platform: str, environ: dict) -> Path:

@@ -153,3 +153,18 @@ def test_every_template_is_shipped_and_filled_completely(tmp_path, stub):
 def test_a_relative_executable_is_refused(tmp_path):
     with pytest.raises(ValueError, match="absolute"):
         plan(LINUX, DAEMON, Path("bin/tegbatchd"), environ_for(tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("platform", [LINUX, MACOS])
+def test_the_base_url_goes_with_the_service_unless_it_holds_credentials(tmp_path, stub, platform):
+    """A person behind a gateway: the service must reach the same endpoint as their shell."""
+    gateway = "https://llm-gateway.example.com/anthropic"
+    unit_plan = plan(platform, DAEMON, stub, {**environ_for(tmp_path), "ANTHROPIC_BASE_URL": gateway}, tmp_path)
+    assert unit_plan.environment["ANTHROPIC_BASE_URL"] == gateway
+    assert gateway in next(iter(unit_plan.files.values()))
+    for secretive in ("https://me:hunter2@llm-gateway.example.com/", "https://llm-gateway.example.com/?sig=abc",
+                      "http://127.0.0.1:8080/sk-ant-api03-xyz", "ftp://llm-gateway.example.com/", "not a url"):
+        environ = {**environ_for(tmp_path), "ANTHROPIC_BASE_URL": secretive}
+        unit_plan = plan(platform, DAEMON, stub, environ, tmp_path)
+        assert "ANTHROPIC_BASE_URL" not in unit_plan.environment, secretive
+        assert secretive not in next(iter(unit_plan.files.values()))

@@ -7,9 +7,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tegbatchd import api as api_mod
 from tegbatchd import costs
 from tegbatchd.cli import add_data_dir, add_json
-from tegbatchd.errors import InputError
+from tegbatchd.errors import InputError, UserError
 from tegbatchd.pipelines import advance_job, get_pipeline, job_progress
 from tegbatchd.polling import make_client, poll_once
 from tegbatchd.submission import items_from_plan, read_requests_file, record_stage, send_intent, split
@@ -146,6 +147,14 @@ def _send_all(ctx, client, job_id: str, intent_ids: list[int]) -> tuple[list[str
                 batch_ids.append(result.batch["id"])
             elif result.message:
                 deferred.append(result.message)
+    except api_mod.AuthRejected:
+        for intent_id in intent_ids:
+            if ctx.store.get_intent(intent_id)["state"] == "open":
+                ctx.store.fail_intent(intent_id, "the API key was rejected")
+        if not batch_ids:
+            ctx.store.set_job_state(job_id, "failed")
+        raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
+                        "nothing was submitted") from None
     except Exception:
         if not batch_ids:
             ctx.store.set_job_state(job_id, "failed")

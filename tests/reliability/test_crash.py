@@ -52,7 +52,7 @@ def _ready(cli, signals: Path, number: int, batch: str) -> tuple[subprocess.Pope
     """A `retrieve` process with everything imported, waiting for its go file."""
     go = signals / f"go-{number}"
     proc = harness(cli, "--wait-for", str(go), "--", "retrieve", batch, "--json",
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=open(signals / f"err-{number}", "w"))
     return proc, go
 
 
@@ -81,6 +81,7 @@ def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _i
         target = present + rng.randint(1, N - present - 100)
         trial += 1
         upcoming = _ready(cli, signals, trial, batch)  # imports while this trial runs
+        t0 = time.monotonic()
         go.touch()
         while proc.poll() is None and _count(folder) < target:
             time.sleep(0.001)
@@ -89,10 +90,13 @@ def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _i
             kills += 1
         else:
             finished += 1
+            print("FINISHED", trial, present, target, _count(folder), proc.returncode, (signals / f"err-{trial-1}").read_text()[-500:])
         proc.wait()
+        t1 = time.monotonic()
         assert temp_files(data_root) == [] or proc.returncode == -signal.SIGKILL
         assert_each_own(folder, params, complete=False)  # never a half or foreign file, even right after a kill
         recorded_seen.add(recorded(db))
+        print("TRIAL", trial, present, target, round(t1 - t0, 2), round(time.monotonic() - t1, 2))
     upcoming[1].touch()
     upcoming[0].wait()
 

@@ -209,6 +209,18 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
     return proc, f":{number}"
 
 
+# Notifications stay on screen until clicked or closed: a click test on a slow machine still finds them.
+DUNSTRC = """[global]
+    history_length = 50
+[urgency_low]
+    timeout = 0
+[urgency_normal]
+    timeout = 0
+[urgency_critical]
+    timeout = 0
+"""
+
+
 @pytest.fixture
 def dunst_desktop(session_bus, tmp_path, monkeypatch) -> Iterator[Desktop]:
     """Xvfb on a free display and a real dunst owning org.freedesktop.Notifications on the private bus."""
@@ -216,7 +228,7 @@ def dunst_desktop(session_bus, tmp_path, monkeypatch) -> Iterator[Desktop]:
     xvfb, display = _start_xvfb()
     env = {**os.environ, "DISPLAY": display, "DBUS_SESSION_BUS_ADDRESS": session_bus.address}
     conf = tmp_path / "dunstrc"
-    conf.write_text("[global]\n    history_length = 50\n")
+    conf.write_text(DUNSTRC)
     dunst = None
     try:
         dunst = subprocess.Popen(["dunst", "-config", str(conf)], env=env, stdout=subprocess.DEVNULL,
