@@ -22,8 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PY = sys.executable
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 TEST_KEY = "sk-ant-bench-0000"
 FIXTURE_60 = REPO.parent / "shared" / "fixtures" / "anthropic" / "requests-narrative-60.jsonl"
@@ -148,11 +146,85 @@ def tegbatchd(*args: str) -> list[str]:
     return [PY, "-m", "tegbatchd", *args]
 
 
-def emulator(*args: str):
-    """`tegbatchd emulator --port 0 *args` as a subprocess (tests/support/emulator.py)."""
-    from tests.support.emulator import running_emulator
+class Emulator:
+    """`tegbatchd emulator --port 0 ...` as a subprocess, and its /_emulator/ admin endpoints.
 
-    return running_emulator(*args)
+    Like tests/support/emulator.py, without importing the SDK: the benchmark process must stay small,
+    because a child's ru_maxrss starts from its parent's RSS at the fork.
+    """
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([PY, "-m", "tegbatchd", "emulator", "--port", "0", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            self.stop()
+            raise SystemExit(f"the emulator did not start: {self.url!r}")
+
+    def _admin(self, method: str, path: str, payload: dict | None = None) -> dict:
+        import urllib.request
+
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+
+    def stats(self) -> dict:
+        return self._admin("GET", "stats")
+
+    def reset_stats(self) -> dict:
+        return self._admin("POST", "reset-stats", {})
+
+    def advance(self, seconds: float) -> dict:
+        return self._admin("POST", "advance", {"seconds": seconds})
+
+    def finish(self, batch_id: str) -> dict:
+        return self._admin("POST", f"batches/{batch_id}/finish", {})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+@contextmanager
+def emulator(*args: str):
+    emu = Emulator(*args)
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def in_child(fn, *args):
+    """Run fn(*args) in a forked child and return its (JSON-able) result, so that whatever it imports or
+    allocates (the SDK, a store) does not inflate this process — and with it every later child's ru_maxrss."""
+    with tempfile.TemporaryFile() as out:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                out.write(json.dumps(fn(*args)).encode())
+                out.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{fn.__name__} failed in its child process")
+        out.seek(0)
+        return json.loads(out.read())
+
+
+def own_rss_mb() -> float:
+    """This process's peak RSS: every child's ru_maxrss is at least this (it starts from the fork)."""
+    return proc_rss_mb(os.getpid())["VmHWM"]
 
 
 def small_requests(path: Path, n: int, prefix: str = "r") -> Path:
@@ -168,7 +240,7 @@ def small_requests(path: Path, n: int, prefix: str = "r") -> Path:
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-               **payload}
+               "harness_peak_rss_mb": own_rss_mb(), **payload}
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

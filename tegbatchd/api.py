@@ -209,17 +209,20 @@ class BatchApi:
         self.calls += 2  # the SDK retrieves the batch, then downloads results_url
         try:
             with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
-                buffer = b""
+                pieces: list[bytes] = []  # the unfinished line: joined once it ends, so a long line stays linear
                 for chunk in response.iter_bytes():  # as received: a sized chunker drops its buffer on a cut
-                    buffer += chunk
-                    lines = buffer.split(b"\n")
-                    buffer = lines.pop()
+                    pieces.append(chunk)
+                    if b"\n" not in chunk:
+                        continue
+                    lines = b"".join(pieces).split(b"\n")
+                    pieces = [lines.pop()]
                     for line in lines:
                         line = line.rstrip(b"\r")
                         if line.strip():
                             yield line
-                if buffer.strip():
-                    yield buffer.rstrip(b"\r")
+                rest = b"".join(pieces)
+                if rest.strip():
+                    yield rest.rstrip(b"\r")
         except a.APIError as exc:
             raise self._map(exc) from exc
         except Exception as exc:  # httpx2 transport errors are not wrapped by the SDK mid-stream

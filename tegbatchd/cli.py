@@ -5,24 +5,33 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 import sys
 
 from tegbatchd import __version__
 from tegbatchd.errors import UserError
 
 # Each module exposes register(subparsers) which adds its command(s) with set_defaults(func=...).
-# func(args, ctx) returns an exit code.
-COMMAND_MODULES = (
-    "tegbatchd.actions.info",
-    "tegbatchd.emulator.cli",
-    "tegbatchd.actions.submit",
-    "tegbatchd.actions.listing",
-    "tegbatchd.actions.batches",
-    "tegbatchd.daemon",
-    "tegbatchd.actions.demo",
-    "tegbatchd.actions.service",
-    "tegbatchd.teg.cli",
-)
+# func(args, ctx) returns an exit code. Only the chosen command's module is imported (start-up time:
+# `tegbatchd list` loads neither the emulator, nor the daemon, nor the SDK); help and unknown commands
+# load them all. tests/test_startup_imports.py checks this table against what the modules register.
+COMMANDS = {
+    "paths": "tegbatchd.actions.info",
+    "config": "tegbatchd.actions.info",
+    "emulator": "tegbatchd.emulator.cli",
+    "submit": "tegbatchd.actions.submit",
+    "list": "tegbatchd.actions.listing",
+    "status": "tegbatchd.actions.listing",
+    "retrieve": "tegbatchd.actions.batches",
+    "cancel": "tegbatchd.actions.batches",
+    "retry": "tegbatchd.actions.batches",
+    "poll": "tegbatchd.actions.batches",
+    "daemon": "tegbatchd.daemon",
+    "demo": "tegbatchd.actions.demo",
+    "service": "tegbatchd.actions.service",
+    "teg": "tegbatchd.teg.cli",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 # Commands that must work whatever the user's config file says.
 NO_CONFIG_COMMANDS = ("config", "emulator")
@@ -31,7 +40,8 @@ NO_CONFIG_COMMANDS = ("config", "emulator")
 LEGACY_TOP_LEVEL = {"--list-batches": ["list"], "--retrieve-batch": ["retrieve"]}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or only `command` (and its module's siblings) when it is known."""
     parser = argparse.ArgumentParser(
         prog="tegbatchd",
         description="Laptop-safe Anthropic Message Batches: submit, close the laptop, get notified when "
@@ -41,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from tegbatchd.context import Context
 
     argv = _legacy(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -70,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except sqlite3.DatabaseError as exc:  # a damaged page or a full disk met after the store was opened
+        from tegbatchd.store import StoreError
+
+        print(StoreError.unusable(ctx.paths.db_path, exc).render(), file=sys.stderr)
+        return StoreError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

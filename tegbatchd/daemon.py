@@ -8,20 +8,21 @@ SDK is not even imported then. Notifications go out on the same loop (desktop-no
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import logging.handlers
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from tegbatchd.context import Context
 from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
 from tegbatchd.paths import ensure_dir
+
+if TYPE_CHECKING:  # asyncio is loaded when the daemon runs, not by every command that registers this module
+    import asyncio
 
 log = logging.getLogger("tegbatchd.daemon")
 
@@ -58,12 +59,16 @@ class Daemon:
     _config_mtime: float | None = None
 
     def __post_init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tegbatchd-poll")
         self._poll_ctx = None
         self.ctx = self.make_context()
 
     # --- the loop ---------------------------------------------------------------------------------
     async def run(self) -> int:
+        import asyncio
+
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         from tegbatchd.retrieval import STOP
@@ -118,6 +123,8 @@ class Daemon:
 
     async def tick(self, reason: str | None = None) -> None:
         """The heartbeat: decide from the store alone whether to poll, then poll and notify."""
+        import asyncio
+
         if self._stop is not None and self._stop.is_set():
             return
         woke = self._woke()
@@ -192,7 +199,9 @@ def setup_logging(ctx, verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rotating = logging.handlers.RotatingFileHandler(ctx.paths.log_file, maxBytes=1_000_000, backupCount=3)
+    from logging.handlers import RotatingFileHandler
+
+    rotating = RotatingFileHandler(ctx.paths.log_file, maxBytes=1_000_000, backupCount=3)
     rotating.setFormatter(fmt)
     stderr = logging.StreamHandler()
     stderr.setFormatter(fmt)
@@ -227,4 +236,6 @@ def cmd_daemon(args, ctx) -> int:
             raise UserError(f"another tegbatchd daemon is already running for {ctx.paths.state_dir} (pid {pid})",
                             next_step="stop it first, or use `tegbatchd poll --once`")
         daemon = Daemon(make_context=lambda: Context(paths=ctx.paths), heartbeat=args.heartbeat)
+        import asyncio
+
         return asyncio.run(daemon.run())

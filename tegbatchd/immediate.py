@@ -123,10 +123,12 @@ def _settle_interrupted(ctx) -> None:
         if job["mode"] != "now" or job["state"] != "active":
             continue
         with file_lock(_lock_path(ctx, job["id"]), wait=0) as free:
-            if free and store.get_job(job["id"])["state"] == "active":
+            if not free:
+                continue  # its process is still running
+            if store.get_job(job["id"])["state"] == "active":
                 store.set_job_state(job["id"], "canceled")
                 store.add_event("job_interrupted", "its --now run stopped before the end", job_id=job["id"])
-        _lock_path(ctx, job["id"]).unlink(missing_ok=True)
+            _lock_path(ctx, job["id"]).unlink(missing_ok=True)
 
 
 def run_job_now(ctx, kind: str, spec: dict, title: str, stages: list[str]) -> int:

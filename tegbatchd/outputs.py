@@ -26,8 +26,9 @@ def render_output(template: str, *, custom_id: str, index: int) -> str:
 def resolve_inside(data_root: Path, relative: str) -> Path:
     """Return the absolute path of `relative` under data_root.
 
-    Raise InputError for an absolute path, a `..` component, an empty name, or anything that would
-    land outside the data root once symlinks in the root are resolved.
+    Raise InputError for an absolute path, a `..` component, an empty name, anything that would
+    land outside the data root once symlinks in the root are resolved, an existing folder, or a path
+    under a file (nothing could ever be written there).
     """
     if not relative or relative.endswith(("/", "\\")):
         raise InputError(f"output path {relative!r} names no file", next_step="end the template with a file name")
@@ -45,6 +46,12 @@ def resolve_inside(data_root: Path, relative: str) -> Path:
     if full != root and root not in full.parents:
         raise InputError(f"output path {relative!r} resolves outside the data root {root}",
                          next_step="give a path inside the data root")
+    if full.is_dir():
+        raise InputError(f"output path {relative!r} is a folder", next_step="end the template with a file name")
+    existing = next(p for p in full.parents if p.exists())
+    if not existing.is_dir():  # found now, before paying for a batch whose answers could never be written
+        raise InputError(f"output path {relative!r} cannot be written: {existing} is a file, not a folder",
+                         next_step="move that file away, or choose another --output or data root")
     return full
 
 

@@ -89,6 +89,13 @@ class RetrievalRow(NamedTuple):
 class StoreError(UserError):
     """The state database cannot be used (corrupt, from a newer tegbatchd, unwritable)."""
 
+    @classmethod
+    def unusable(cls, path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+        """The error to show for an SQLite failure (damaged pages, disk full, I/O error), found at any time."""
+        return cls(f"the state database {path} is unreadable or cannot be written ({exc})",
+                   next_step="if it is damaged, move it aside and run again (a new one is made; written "
+                             "outputs stay where they are); if the disk is full, free space first")
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -127,9 +134,7 @@ class Store:
                                  next_step="upgrade tegbatchd; nothing was changed")
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"the state database {path} is unreadable ({exc})",
-                             next_step="move it aside and run again; `tegbatchd list --refresh` "
-                                       "shows the batches still on the API") from None
+            raise StoreError.unusable(path, exc) from None
         store = cls(conn, path)
         if migrate and version < SCHEMA_VERSION:
             store._migrate(version)
@@ -423,13 +428,38 @@ class Store:
             "JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? "
             "ORDER BY r.id", (job_id,))
 
-    def job_request_states(self, job_id: str) -> list[sqlite3.Row]:
-        """Every request of a job, only what progress needs: custom_id, output_path, outcome, batch_id,
-        stage_seq (rows, not dicts: a job of 100,000 requests stays a few MB)."""
-        return self.conn.execute(
-            "SELECT r.custom_id, r.output_path, r.outcome, i.batch_id, s.seq AS stage_seq FROM requests r "
-            "JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? "
-            "ORDER BY r.id", (job_id,)).fetchall()
+    # One row per output of a job (its attempts grouped): the latest attempt decides (see job_progress).
+    _JOB_OUTPUTS = (
+        "SELECT max(r.outcome IS 'succeeded') AS ok, max(r.outcome IS NULL) AS open, min(s.seq) AS seq,"
+        " count(*) AS attempts, min(r.id) AS first_id, max(r.id) AS last_id FROM requests r"
+        " JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=?"
+        " GROUP BY r.output_path")
+
+    def job_output_counts(self, job_id: str) -> tuple[int, int, int, int, int]:
+        """(written: outputs with a successful attempt, ready: those of the last stage, pending: outputs
+        without success with an attempt still open, attempts: requests sent, last stage seq). Counted by
+        SQLite: a job of 100,000 requests costs no Python memory."""
+        return tuple(self.conn.execute(
+            f"WITH o AS ({self._JOB_OUTPUTS}), last AS (SELECT coalesce(max(seq), 0) AS seq FROM o)"
+            " SELECT coalesce(sum(ok), 0), coalesce(sum(ok AND o.seq=last.seq), 0),"
+            " coalesce(sum(NOT ok AND open), 0), coalesce(sum(attempts), 0), last.seq FROM o, last",
+            (job_id,)).fetchone())
+
+    def job_failed_outputs(self, job_id: str) -> list[tuple[str, str | None]]:
+        """(custom_id, batch_id) of the latest attempt of each output that failed in every attempt, in the
+        order of their first attempts."""
+        return [tuple(r) for r in self.conn.execute(
+            f"WITH o AS ({self._JOB_OUTPUTS}) SELECT l.custom_id, li.batch_id FROM o"
+            " JOIN requests l ON l.id=o.last_id JOIN intents li ON li.id=l.intent_id"
+            " WHERE NOT o.ok AND NOT o.open ORDER BY o.first_id", (job_id,))]
+
+    def job_written_outputs(self, job_id: str) -> Iterator[tuple[int, str]]:
+        """(stage seq, output path) of each successful request of a job, streamed."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute(
+            "SELECT s.seq, r.output_path FROM requests r JOIN intents i ON i.id=r.intent_id "
+            "JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? AND r.outcome='succeeded'", (job_id,))
 
     def usage_by_model(self, *, job_id: str | None = None, batch_id: str | None = None) -> list[dict]:
         """Summed usage per model for a job or a batch."""

@@ -12,9 +12,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
 
 from tegbatchd.resources import shipped
+
+
+def escape(text: str) -> str:
+    """XML-escape &, < and > (what xml.sax.saxutils.escape does, without its import of urllib.request)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
 
 LINUX, MACOS = "linux", "macos"
 DAEMON, TIMER = "daemon", "timer"

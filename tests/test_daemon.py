@@ -167,12 +167,17 @@ def test_sigterm_during_a_retrieval_leaves_no_partial_file(api_cli, tmp_path, da
     cli("submit", "requests", str(reqs), "--output", TEMPLATE, check=True)
     daemon = _start_daemon(cli)
     folder = data_root / "commentary" / "misc"
-    deadline = time.monotonic() + 240
-    while not (folder.exists() and len(os.listdir(folder)) > 50):
-        assert time.monotonic() < deadline and daemon.poll() is None
-        time.sleep(0.01)
-    daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(30) == 0
+    try:
+        deadline = time.monotonic() + 240
+        while not (folder.exists() and len(os.listdir(folder)) > 50):
+            assert time.monotonic() < deadline and daemon.poll() is None
+            time.sleep(0.01)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
     partial = sorted(folder.glob("*.md"))
     assert 0 < len(partial) < 4000, "the signal should land mid-retrieval"
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]

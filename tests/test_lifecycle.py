@@ -31,7 +31,7 @@ def no_temp_files(root: Path) -> bool:
 
 
 def test_submit_exit_poll_writes_every_answer_to_its_own_file(api_cli, tmp_path, data_root):
-    cli, emu = api_cli("--process-seconds", "0")
+    cli, emu = api_cli("--process-seconds", "0", "--shuffle-results")
     reqs = write_requests(tmp_path / "r.jsonl", 25)
     sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()
     assert len(sub["batch_ids"]) == 1 and sub["requests"] == 25

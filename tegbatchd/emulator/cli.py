@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from typing import TYPE_CHECKING
 
-from tegbatchd.emulator.clock import Clock
 from tegbatchd.emulator.options import DAY, ERROR_TYPES, MAX_BODY_BYTES, Options
-from tegbatchd.emulator.persistence import load_state, save_state
-from tegbatchd.emulator.replay import load_replay
-from tegbatchd.emulator.server import EmulatorServer
-from tegbatchd.emulator.state import BatchStore
 from tegbatchd.errors import UserError
+
+if TYPE_CHECKING:  # the server (http.server...) is loaded by `run` only: every command registers this module
+    from tegbatchd.emulator.state import BatchStore
 
 SAVE_INTERVAL = 0.2  # seconds between checks for unsaved changes (with --state)
 
@@ -119,6 +118,12 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 def run(args: argparse.Namespace, ctx) -> int:
     """Serve until SIGTERM/SIGINT, then save the state (with --state) and return 0."""
+    from tegbatchd.emulator.clock import Clock
+    from tegbatchd.emulator.persistence import load_state
+    from tegbatchd.emulator.replay import load_replay
+    from tegbatchd.emulator.server import EmulatorServer
+    from tegbatchd.emulator.state import BatchStore
+
     opts = options_from_args(args)
     replays = tuple(load_replay(path) for path in opts.replay_results)
     if opts.replay_any:
@@ -152,5 +157,7 @@ def run(args: argparse.Namespace, ctx) -> int:
 
 
 def _save_if_dirty(store: BatchStore, opts: Options) -> None:
+    from tegbatchd.emulator.persistence import save_state
+
     if opts.state_file and store.dirty:
         save_state(opts.state_file, store.snapshot())
