@@ -130,7 +130,7 @@ def main() -> None:
           f"vs {bare.peak_rss_mb} MB for a bare interpreter")
     print()
     print(table(["check", "value", "target", "verdict"],
-                [[k, v["value"], v["target"], verdict(v["ok"])] for k, v in checks.items()]))
+                [[k, v["value"], v["target"], verdict(v["ok"], v["target"])] for k, v in checks.items()]))
     print("results:", save("daemon_idle", {"minutes": args.minutes, "pending": args.pending, "api_calls": calls,
                                            "daemons": rows, "checks": checks,
                                            "desktop_notifier_import_rss_mb": desktop.peak_rss_mb,

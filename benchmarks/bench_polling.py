@@ -102,7 +102,7 @@ def main() -> None:
                   r["wall_s"], r["peak_rss_mb"]] for r in rows]))
     print()
     print(table(["check", "value", "target", "verdict"],
-                [[k, v["value"], v["target"], verdict(v["ok"])] for k, v in checks.items()]))
+                [[k, v["value"], v["target"], verdict(v["ok"], v["target"])] for k, v in checks.items()]))
     print("results:", save("polling", {"batches": len(ids), "hours": args.hours, "runs": rows, "checks": checks}))
 
 

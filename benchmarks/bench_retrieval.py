@@ -97,7 +97,7 @@ def main() -> None:
                   round(r["wall_s"] / by[(r["n"], "ours")]["wall_s"], 2)] for r in rows]))
     print()
     print(table(["check", "value", "target", "verdict"],
-                [[k, v["value"], v["target"], verdict(v["ok"])] for k, v in checks.items()]))
+                [[k, v["value"], v["target"], verdict(v["ok"], v["target"])] for k, v in checks.items()]))
     print("results:", save("retrieval", {"n": big, "small": args.small, "answer_bytes": int(ANSWER_BYTES),
                                          "runs": rows, "checks": checks}))
 

@@ -120,7 +120,7 @@ def main() -> None:
     print(table(["command", "median s", "min s", "cpu s", "peak RSS MB", "x baseline"], rows))
     print()
     print(table(["check", "value", "target", "verdict"],
-                [[k, v["value"], v["target"], verdict(v["ok"])] for k, v in checks.items()]))
+                [[k, v["value"], v["target"], verdict(v["ok"], v["target"])] for k, v in checks.items()]))
     print("results:", save("startup", {"store": built, "repeat": args.repeat, "commands": summary, "checks": checks,
                                        "python": sys.version.split()[0]}))
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from tegbatchd.context import Context
 from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
-from tegbatchd.paths import ensure_dir
+from tegbatchd.paths import FILE_MODE, ensure_dir
 
 if TYPE_CHECKING:  # asyncio is loaded when the daemon runs, not by every command that registers this module
     import asyncio
@@ -201,7 +201,12 @@ def setup_logging(ctx, verbose: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     from logging.handlers import RotatingFileHandler
 
-    rotating = RotatingFileHandler(ctx.paths.log_file, maxBytes=1_000_000, backupCount=3)
+    class PrivateRotatingFileHandler(RotatingFileHandler):
+        def _open(self):  # the first log file and each one after a rotation: created 0600, not by the umask
+            fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+    rotating = PrivateRotatingFileHandler(ctx.paths.log_file, maxBytes=1_000_000, backupCount=3)
     rotating.setFormatter(fmt)
     stderr = logging.StreamHandler()
     stderr.setFormatter(fmt)
@@ -211,8 +216,8 @@ def setup_logging(ctx, verbose: bool) -> None:
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: max instances" is by design
-    if ctx.paths.log_file.exists():
-        ctx.paths.log_file.chmod(0o600)
+    if ctx.paths.log_file.exists():  # made by an older version
+        ctx.paths.log_file.chmod(FILE_MODE)
 
 
 def register(sub) -> None:

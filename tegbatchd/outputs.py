@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from tegbatchd.errors import InputError
 
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 ALLOWED_FIELDS = ("custom_id", "index")
+MAX_NAME_BYTES = 240  # a file system's 255, less room for the temp file (".NAME.tmp-PID") written beside it
 
 
 def render_output(template: str, *, custom_id: str, index: int) -> str:
@@ -46,19 +49,38 @@ def resolve_inside(data_root: Path, relative: str) -> Path:
     if full != root and root not in full.parents:
         raise InputError(f"output path {relative!r} resolves outside the data root {root}",
                          next_step="give a path inside the data root")
-    if full.is_dir():
+    if len(full.name.encode()) > MAX_NAME_BYTES:
+        raise InputError(f"output path {relative!r} has a file name over {MAX_NAME_BYTES} bytes",
+                         next_step="shorten the template or the custom_ids")
+    try:
+        is_folder = os.path.isdir(full)
+        blocker = _file_in_the_way(str(full.parent))
+    except OSError as exc:  # e.g. a folder name too long for the file system
+        raise InputError(f"output path {relative!r} cannot be used ({exc.strerror})",
+                         next_step="shorten the template") from None
+    if is_folder:
         raise InputError(f"output path {relative!r} is a folder", next_step="end the template with a file name")
-    existing = next(p for p in full.parents if p.exists())
-    if not existing.is_dir():  # found now, before paying for a batch whose answers could never be written
-        raise InputError(f"output path {relative!r} cannot be written: {existing} is a file, not a folder",
+    if blocker:  # found now, before paying for a batch whose answers could never be written
+        raise InputError(f"output path {relative!r} cannot be written: {blocker} is a file, not a folder",
                          next_step="move that file away, or choose another --output or data root")
     return full
 
 
+def _file_in_the_way(folder: str) -> str | None:
+    """The nearest existing path at or above folder, when it is not a folder (one stat when it is)."""
+    while True:
+        try:
+            return None if stat.S_ISDIR(os.stat(folder).st_mode) else folder
+        except (FileNotFoundError, NotADirectoryError):
+            folder = os.path.dirname(folder)
+
+
 def message_text(message: dict) -> str:
-    """All text blocks of a Message joined (thinking and tool blocks skipped)."""
-    parts = [b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"]
-    return "\n\n".join(p for p in parts if p)
+    """All text blocks of a Message joined (thinking and tool blocks, and anything malformed, skipped)."""
+    content = message.get("content")
+    blocks = content if isinstance(content, list) else []
+    parts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+    return "\n\n".join(p for p in parts if isinstance(p, str) and p)
 
 
 class AtomicWriter:
@@ -69,16 +91,16 @@ class AtomicWriter:
     """
 
     def __init__(self) -> None:
-        self._dirs: set[Path] = set()
+        self._dirs: set[str] = set()
 
-    def write(self, path: Path, text: str) -> str:
-        """Write text atomically; return its sha256."""
+    def write(self, path: str | Path, text: str) -> str:
+        """Write text atomically; return its sha256. (String paths: 100,000 files pay no pathlib.)"""
         data = text.encode("utf-8")
-        parent = path.parent
+        parent, name = os.path.split(os.fspath(path))
         if parent not in self._dirs:
-            parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
             self._dirs.add(parent)
-        tmp = parent / f".{path.name}.tmp-{os.getpid()}"
+        tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
@@ -86,7 +108,8 @@ class AtomicWriter:
                 view = view[os.write(fd, view):]
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         os.close(fd)
         os.replace(tmp, path)
@@ -98,13 +121,33 @@ class AtomicWriter:
         os.sync()
 
 
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that named this temp file (".NAME.tmp-PID") is still running, other than us."""
+    pid = temp_name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def remove_stale_temps(folders: Iterable[str | Path]) -> int:
-    """Remove temp files a killed writer left in the given output folders; return how many."""
+    """Remove temp files a killed writer left in the given output folders; return how many.
+
+    A live writer's temp file (another batch of the same job being retrieved into the same folder) is
+    left alone: it is about to be renamed.
+    """
     removed = 0
     for folder in {Path(f) for f in folders}:
         if not folder.is_dir():
             continue
         for entry in folder.glob(".*.tmp-*"):
+            if _writer_alive(entry.name):
+                continue
             try:
                 entry.unlink()
                 removed += 1

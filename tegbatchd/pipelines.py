@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tegbatchd.locks import file_lock
 from tegbatchd.submission import items_from_plan, record_stage, send_intent
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,28 @@ def _common_folder(written, last_seq: int) -> str | None:
     return folders.get(last_seq) or os.path.commonpath(list(folders.values()))
 
 
-def _succeeded_outputs(store, job_id: str) -> set[str]:
-    return {output for _, output in store.job_written_outputs(job_id)}
+def _recorded_outputs(store, job_id: str) -> set[str]:
+    """Outputs this job need not send again: written, or recorded in a request still under way."""
+    recorded = {output for _, output in store.job_written_outputs(job_id)}
+    recorded.update(r["output_path"] for r in store.job_requests(job_id) if r["outcome"] is None)
+    return recorded
 
 
 def advance_job(ctx, get_client, job: dict) -> list[str]:
     """Move a job forward as far as it can go now. Returns human-readable messages of what happened.
 
-    get_client() returns the API client (created only when a stage must be submitted).
+    get_client() returns the API client (created only when a stage must be submitted). One process at a
+    time advances a job (a lock); another one finding it busy returns at once.
     """
     if job.get("mode") == "now":
         return []  # run by its own `--now` process (tegbatchd.immediate), never batched by the poller
+    with file_lock(ctx.paths.lock_dir / f"job-{job['id']}.lock", wait=0) as mine:
+        if not mine:
+            return []
+        return _advance(ctx, get_client, job)
+
+
+def _advance(ctx, get_client, job: dict) -> list[str]:
     store = ctx.store
     pipeline = get_pipeline(job["kind"])
     data_root = Path(job["data_root"])
@@ -98,16 +110,17 @@ def advance_job(ctx, get_client, job: dict) -> list[str]:
     for stage in store.stages(job["id"]):
         if stage["state"] in ("retrieved", "skipped"):
             continue
-        if stage["state"] == "waiting":
-            if not store.claim_stage(stage["id"], "waiting", "building"):
-                return messages  # another process is on it
+        if stage["state"] in ("waiting", "building"):
+            # 'building' here means a process died while recording this stage (we hold the job's lock):
+            # build it again; what it recorded already is left out below and is sent by reconcile
+            store.set_stage_state(stage["id"], "building")
             try:
                 plan = pipeline.build_stage(job["spec"], stage["seq"], data_root, ctx.config)
             except Exception as exc:
                 store.set_stage_state(stage["id"], "waiting")
                 store.add_event("stage_error", f"{stage['name']}: {exc}", job_id=job["id"])
                 raise
-            done = _succeeded_outputs(store, job["id"])
+            done = _recorded_outputs(store, job["id"])
             items = [i for i in items_from_plan(plan.requests, data_root) if str(i.output) not in done]
             had_intents = bool(store.intents_of_stage(stage["id"]))
             if not items:
@@ -136,9 +149,12 @@ def advance_job(ctx, get_client, job: dict) -> list[str]:
         batches = [store.get_batch(i["batch_id"]) for i in intents if i["batch_id"]]
         if any(b["local_state"] not in DONE_BATCH_STATES for b in batches):
             return messages
-        if not store.claim_stage(stage["id"], stage["state"], "retrieved"):
+        # 'assembling' until the local step is done: a crash in it leaves the stage there, and the next
+        # run does the step again (it only rewrites files atomically) instead of skipping it for good
+        if stage["state"] != "assembling" and not store.claim_stage(stage["id"], stage["state"], "assembling"):
             return messages
         written = pipeline.after_stage(job["spec"], stage["seq"], data_root, ctx.config)
+        store.set_stage_state(stage["id"], "retrieved")
         if written:
             messages.append(f"{job['title']}: assembled {len(written)} file(s) after {stage['name']}")
     finish_job(ctx, job)

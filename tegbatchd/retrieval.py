@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tegbatchd import api as api_mod
 from tegbatchd.errors import UserError
@@ -39,27 +38,47 @@ class RetrieveReport:
         return dict(self.__dict__)
 
 
+def _text(value, limit: int | None = None) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _tokens(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else 0
+
+
 def _usage(message: dict) -> dict:
-    usage = message.get("usage") or {}
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
     return {
-        "input_tokens": usage.get("input_tokens") or 0,
-        "output_tokens": usage.get("output_tokens") or 0,
-        "cache_write_tokens": usage.get("cache_creation_input_tokens") or 0,
-        "cache_read_tokens": usage.get("cache_read_input_tokens") or 0,
+        "input_tokens": _tokens(usage.get("input_tokens")),
+        "output_tokens": _tokens(usage.get("output_tokens")),
+        "cache_write_tokens": _tokens(usage.get("cache_creation_input_tokens")),
+        "cache_read_tokens": _tokens(usage.get("cache_read_input_tokens")),
     }
 
 
 def _outcome(result: dict) -> dict:
-    """Record fields for a non-success result line."""
+    """Record fields for a non-success result line (whatever shape its fields have)."""
     kind = result.get("type")
     if kind == "errored":
-        envelope = result.get("error") or {}
+        envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
         inner = envelope.get("error") if isinstance(envelope.get("error"), dict) else envelope
-        return {"outcome": "errored", "error_type": inner.get("type") or "unknown_error",
-                "error_message": (inner.get("message") or "")[:500]}
+        return {"outcome": "errored", "error_type": _text(inner.get("type")) or "unknown_error",
+                "error_message": _text(inner.get("message"), 500) or ""}
     if kind in ("canceled", "expired"):
         return {"outcome": kind}
-    return {"outcome": "errored", "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"}
+    return {"outcome": "errored", "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"[:500]}
+
+
+def _parse(line: bytes) -> tuple[str, dict] | None:
+    """The custom_id and result object of a results line, or None when the line is not one."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str) or not isinstance(obj.get("result"),
+                                                                                                   dict):
+        return None
+    return obj["custom_id"], obj["result"]
 
 
 def _verify_written(store, rows: dict[str, RetrievalRow]) -> list[str]:
@@ -137,13 +156,11 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
 
     try:
         for number, line in enumerate(client.result_lines(batch_id), start=1):
-            try:
-                obj = json.loads(line)
-                cid = obj["custom_id"]
-                result = obj["result"]
-            except (ValueError, KeyError, TypeError):
+            parsed = _parse(line)
+            if parsed is None:
                 report.anomalies.append(f"result line {number} is malformed; skipped")
                 continue
+            cid, result = parsed
             row = rows.get(cid)
             if row is None:
                 if cid not in seen_unknown:
@@ -159,7 +176,7 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                 break
             if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
                 message = result["message"]
-                path = Path(row.output_path)
+                path = row.output_path
                 try:
                     sha = writer.write(path, message_text(message))
                 except OSError as exc:
@@ -169,8 +186,8 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                                     next_step=f"free space or fix permissions, then `tegbatchd retrieve {batch_id}` "
                                               "(what was written is kept)") from None
                 record = {"id": row.id, "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
-                          "stop_reason": message.get("stop_reason"), **_usage(message)}
-                report.written.append(row.output_path)  # the row's own string: 8 bytes per file
+                          "stop_reason": _text(message.get("stop_reason")), **_usage(message)}
+                report.written.append(path)  # the row's own string: 8 bytes per file
                 if on_file:
                     on_file(path)
             else:

@@ -162,7 +162,7 @@ def record_stage(ctx, job_id: str, stage: dict, items: list[Item], *, intent_sta
     existing = len(ctx.store.intents_of_stage(stage["id"]))
     for part, group in enumerate(split(items, limits["max_requests"], limits["max_bytes"]), start=existing):
         archive = archive_dir / f"{job_id}-s{stage['seq']}-p{part}.jsonl"
-        write_private(archive, "".join(i.line.decode("utf-8") + "\n" for i in group))
+        write_private(archive, (i.line + b"\n" for i in group))
         rows = [(i.custom_id, str(i.output), i.model, i.max_tokens) for i in group]
         intents.append(ctx.store.create_intent(stage["id"], str(archive), rows, archive.stat().st_size,
                                                state=intent_state))
@@ -170,8 +170,13 @@ def record_stage(ctx, job_id: str, stage: dict, items: list[Item], *, intent_sta
 
 
 def _body(archive: Path) -> bytes:
-    lines = [line.rstrip(b"\n") for line in archive.read_bytes().splitlines() if line.strip()]
-    return b'{"requests":[' + b",".join(lines) + b"]}"
+    """The create body `{"requests":[...]}` from an archive, built with a single join (the archive of a
+    big batch is hundreds of MB: each extra copy counts)."""
+    with archive.open("rb") as fh:
+        lines = [line.rstrip(b"\r\n") for line in fh if line.strip()]
+    lines[0] = b'{"requests":[' + lines[0]
+    lines[-1] += b"]}"
+    return b",".join(lines)
 
 
 def archived_lines(archive: Path, custom_ids: set[str]) -> list[bytes]:

@@ -133,6 +133,20 @@ def test_replayed_real_results_arrive_unchanged():
                    for i in client.messages.batches.results(other.id))
 
 
+
+def test_replay_any_serves_its_file_byte_for_byte_to_other_batches(tmp_path):
+    odd = SATIRE.read_bytes().replace(b"\n", b"\r\n", 1) + b"\n{\"custom_id\": \"ghost\"}\n{\"truncated"
+    (tmp_path / "odd.jsonl").write_bytes(odd)
+    with running_emulator("--process-seconds", "0", "--replay-results", str(SATIRE),
+                          "--replay-any", str(tmp_path / "odd.jsonl")) as emulator:
+        client = sdk_client(emulator.url, max_retries=0)
+        ids = [json.loads(line)["custom_id"] for line in SATIRE.read_text().splitlines()]
+        exact = client.messages.batches.create(requests=[{"custom_id": c, "params": params(i)}
+                                                         for i, c in enumerate(ids)])
+        assert raw_results(client, exact.id) == SATIRE.read_bytes()  # an exact match still wins
+        other = client.messages.batches.create(requests=[{"custom_id": "r1", "params": params(1)}])
+        assert raw_results(client, other.id) == odd
+
 def test_real_requests_get_answers_for_their_params(client):
     requests = [json.loads(line) for line in NARRATIVE.read_text(encoding="utf-8").splitlines()]
     batch = client.messages.batches.create(requests=requests)

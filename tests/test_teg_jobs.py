@@ -121,3 +121,19 @@ def test_bad_ranges_are_refused_before_anything_is_sent(api_cli, real_data, args
     result = cli("submit", "round-reports", *args, "--round", "1-4")
     assert result.code == 2 and expected in result.err
     assert emu.stats()["calls"]["create"] == 0
+
+
+def test_a_stage_left_building_by_a_dead_process_is_built_again(api_cli, real_data):
+    cli, emu = api_cli("--process-seconds", "0")
+    cli("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
+    from tegbatchd.store import Store
+
+    store = Store.open(Path(os.environ["TEGBATCHD_HOME"]) / "state" / "state.db")
+    job = store.list_jobs()[0]
+    narrative = store.stages(job["id"])[1]
+    store.set_stage_state(narrative["id"], "building")  # as a process killed mid-build leaves it
+    for _ in range(2):
+        cli("poll", "--once", check=True)
+    assert (real_data / RR / "TEG17_R1_report.md").exists() and (real_data / RR / "TEG17_R2_report.md").exists()
+    assert cli("list", "--json", check=True).json()["jobs"][0]["state"] == "done"
+    assert emu.stats()["calls"]["create"] == 2  # nothing sent twice

@@ -10,7 +10,7 @@ from pathlib import Path
 from tegbatchd import api as api_mod
 from tegbatchd import costs
 from tegbatchd.cli import add_data_dir, add_json
-from tegbatchd.errors import InputError, UserError
+from tegbatchd.errors import UserError
 from tegbatchd.pipelines import advance_job, get_pipeline, job_progress
 from tegbatchd.polling import make_client, poll_once
 from tegbatchd.submission import items_from_plan, read_requests_file, record_stage, send_intent, split
@@ -132,6 +132,7 @@ def cmd_submit_requests(args, ctx) -> int:
     job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec))
     stage = store.stages(job_id)[0]
     intent_ids = record_stage(ctx, job_id, stage, items)
+    del items  # archived: let them go before the create bodies are built (20,000 x 8 KB = 160 MB)
     store.set_stage_state(stage["id"], "submitted")
     batch_ids, deferred = _send_all(ctx, client, job_id, intent_ids)
     _announce(ctx, job_id, title, batch_ids, deferred)
@@ -148,11 +149,7 @@ def _send_all(ctx, client, job_id: str, intent_ids: list[int]) -> tuple[list[str
             elif result.message:
                 deferred.append(result.message)
     except api_mod.AuthRejected:
-        for intent_id in intent_ids:
-            if ctx.store.get_intent(intent_id)["state"] == "open":
-                ctx.store.fail_intent(intent_id, "the API key was rejected")
-        if not batch_ids:
-            ctx.store.set_job_state(job_id, "failed")
+        _fail_job(ctx, job_id)
         raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
                         "nothing was submitted") from None
     except Exception:
@@ -160,6 +157,17 @@ def _send_all(ctx, client, job_id: str, intent_ids: list[int]) -> tuple[list[str
             ctx.store.set_job_state(job_id, "failed")
         raise
     return batch_ids, deferred
+
+
+def _fail_job(ctx, job_id: str) -> None:
+    """A rejected key at submit: what was not sent is marked failed, so nothing sends it later."""
+    store = ctx.store
+    for stage in store.stages(job_id):
+        for intent in store.intents_of_stage(stage["id"]):
+            if intent["state"] == "open":
+                store.fail_intent(intent["id"], "the API key was rejected")
+    if not store.batches_of_job(job_id):
+        store.set_job_state(job_id, "failed")
 
 
 def cmd_submit_teg(args, ctx) -> int:
@@ -189,17 +197,14 @@ def cmd_submit_teg(args, ctx) -> int:
     job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages)
     for note in first.notes:
         ctx.say(f"note: {note}")
-    if items:
-        stage = store.stages(job_id)[0]
-        if not store.claim_stage(stage["id"], "waiting", "building"):
-            raise InputError("internal: new job's first stage was taken")
-        intent_ids = record_stage(ctx, job_id, stage, items)
-        store.set_stage_state(stage["id"], "submitted", first.notes)
-        batch_ids, deferred = _send_all(ctx, client, job_id, intent_ids)
-    else:
+    try:  # builds and sends the first stage with something to send (under the job's lock)
         messages = advance_job(ctx, lambda: client, store.get_job(job_id))
-        batch_ids = [b["id"] for b in store.batches_of_job(job_id)]
-        deferred = [m for m in messages if "submitted stage" not in m]
+    except api_mod.AuthRejected:
+        _fail_job(ctx, job_id)
+        raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
+                        "nothing was submitted") from None
+    batch_ids = [b["id"] for b in store.batches_of_job(job_id)]
+    deferred = [m for m in messages if "submitted stage" not in m and "nothing to send" not in m]
     _announce(ctx, job_id, title, batch_ids, deferred)
     return _wait(ctx, job_id, client) if args.wait else 0
 

@@ -8,7 +8,10 @@
   renamed        just after the Nth rename of an output, before anything is recorded of it
   before-record  just before the Nth group of results is recorded (files written and synced)
   in-commit      inside the Nth transaction recording results, just before its COMMIT
+  assembly       before the Nth file a TEG job assembles locally after a stage (combined reports)
   job-state      just after a job's final state is stored
+--pause-at POINT:N --paused FILE --resume FILE stops at that point instead (creating the first file)
+until the second exists: a live writer caught in the middle of a step.
 --wait-for FILE imports everything first, then waits until FILE exists (so the next trial's process is
 ready while the current one runs, and several processes can start their real work at the same moment).
 --trials DIR serves numbered trials in one process: waits for DIR/go-N (JSON: batch id and a delay),
@@ -43,7 +46,7 @@ def _countdown(n: int):
     return hit
 
 
-def place_kill(point: str, n: int) -> None:
+def place_kill(point: str, n: int, _die=_die) -> None:
     from tegbatchd import store as store_mod
 
     data_root = os.path.realpath(os.environ["TEGBATCHD_DATA_DIR"])
@@ -77,7 +80,7 @@ def place_kill(point: str, n: int) -> None:
             recording = [False]
 
             def trace(statement: str) -> None:
-                if statement.startswith("UPDATE requests SET outcome"):
+                if statement.startswith("UPDATE requests SET outcome") and "error_type" in statement:  # results
                     recording[0] = True
                 elif statement == "COMMIT" and recording[0]:
                     recording[0] = False
@@ -88,6 +91,17 @@ def place_kill(point: str, n: int) -> None:
             return conn
 
         store_mod._connect = connect  # the trace callback runs as a statement starts: before the COMMIT
+    elif point == "assembly":
+        from tegbatchd.teg import pipelines
+
+        real_write = pipelines.write_atomic
+
+        def write_atomic(path, text):
+            if hit():
+                _die()
+            return real_write(path, text)
+
+        pipelines.write_atomic = write_atomic
     elif point == "job-state":
         real_set = store_mod.Store.set_job_state
 
@@ -101,9 +115,10 @@ def place_kill(point: str, n: int) -> None:
         raise SystemExit(f"unknown kill point {point!r}")
 
 
-def _wait_for(path: Path, stop: Path | None = None) -> bool:
+def _wait_for(path: Path, stop: Path | None = None, timeout: float = 900.0) -> bool:
+    deadline = time.monotonic() + timeout  # never outlive a test that failed before giving the signal
     while not path.exists():
-        if stop is not None and stop.exists():
+        if (stop is not None and stop.exists()) or time.monotonic() > deadline:
             return False
         time.sleep(0.002)
     return True
@@ -128,13 +143,17 @@ def serve_trials(folder: Path, role: str) -> None:
                 code = main(["retrieve", order["batch"], "--json"])
             report = json.loads(out.getvalue())
             result = {"written": report["written"], "state": report["state"], "code": code}
-        (folder / f"done-{number}-{role}.json").write_text(json.dumps(result))
+        (folder / f"done-{number}-{role}.tmp").write_text(json.dumps(result))
+        os.replace(folder / f"done-{number}-{role}.tmp", folder / f"done-{number}-{role}.json")  # whole or absent
         number += 1
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kill-at", metavar="POINT:N")
+    parser.add_argument("--pause-at", metavar="POINT:N")
+    parser.add_argument("--paused", type=Path, help="with --pause-at: created when the pause begins")
+    parser.add_argument("--resume", type=Path, help="with --pause-at: the pause ends when this exists")
     parser.add_argument("--wait-for", type=Path)
     parser.add_argument("--trials", type=Path)
     parser.add_argument("--role", choices=("retrieve", "daemon-poll"))
@@ -150,8 +169,11 @@ def main() -> int:
     if opts.kill_at:
         point, _, n = opts.kill_at.partition(":")
         place_kill(point, int(n or 1))
-    if opts.wait_for:
-        _wait_for(opts.wait_for)
+    if opts.pause_at:  # the same points, but stop there until the test says so (a live, slow writer)
+        point, _, n = opts.pause_at.partition(":")
+        place_kill(point, int(n or 1), lambda: (opts.paused.touch(), _wait_for(opts.resume)))
+    if opts.wait_for and not _wait_for(opts.wait_for):
+        return 3
     return cli_main(opts.args)
 
 

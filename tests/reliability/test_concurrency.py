@@ -1,11 +1,12 @@
 """Concurrency: the daemon's poll and a CLI `retrieve` of the same batch at the same moment (20 trials):
 identical outputs written once, one set of records, one notification. Two submits at the same moment:
-two jobs, no mix-up."""
+two jobs, no mix-up. A retrieval starting beside a live writer of the same folder does not disturb it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import time
@@ -49,7 +50,8 @@ def test_daemon_poll_and_cli_retrieve_race_on_the_same_batch(api_cli, tmp_path, 
             emu.finish(batch)
             late = rng.choice(roles)
             delay = {late: rng.uniform(0.0, 0.4) if number % 2 else rng.uniform(0.0, 0.02)}
-            (trials / f"go-{number}").write_text(json.dumps({"batch": batch, "delay": delay}))
+            (trials / "go.tmp").write_text(json.dumps({"batch": batch, "delay": delay}))
+            os.replace(trials / "go.tmp", trials / f"go-{number}")  # seen whole or not at all
             done = [trials / f"done-{number}-{role}.json" for role in roles]
             _wait_files(*done, procs=procs)
             results = {role: json.loads(path.read_text()) for role, path in zip(roles, done, strict=True)}
@@ -102,3 +104,27 @@ def test_two_submits_at_the_same_moment_make_two_jobs_without_mix_up(api_cli, tm
     assert emu.stats()["batches_created"] == 2
     db = _isolated_home / "state" / "state.db"
     assert query(db, "SELECT count(*) FROM jobs WHERE state='done'") == [(2,)]
+
+
+def test_a_retrieval_starting_beside_a_live_writer_leaves_its_temp_file_alone(api_cli, tmp_path, data_root,
+                                                                             _isolated_home):
+    cli, emu = api_cli("--process-seconds", "0")
+    (_isolated_home / "config").mkdir(parents=True)
+    (_isolated_home / "config" / "config.yaml").write_text("batch_limits:\n  max_requests: 50\n")
+    reqs = write_requests(tmp_path / "r.jsonl", 100)
+    batches = cli("submit", "requests", str(reqs), "--output", "commentary/misc/{custom_id}.md", "--json",
+                  check=True).json()["batch_ids"]
+    assert len(batches) == 2  # one job, two batches, one output folder
+    paused, resume = tmp_path / "paused", tmp_path / "resume"
+    first = harness(cli, "--pause-at", "temp-written:20", "--paused", str(paused), "--resume", str(resume), "--",
+                    "retrieve", batches[0], "--json", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    folder = data_root / "commentary" / "misc"
+    try:
+        _wait_files(paused, procs=[first])  # the first writer holds a finished temp file, about to rename it
+        assert len([p for p in folder.iterdir() if ".tmp-" in p.name]) == 1
+        cli("retrieve", batches[1], check=True)  # the other batch of the job, into the same folder
+    finally:
+        resume.touch()
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err[-2000:]
+    assert_delivered(folder, reqs, data_root)

@@ -1,23 +1,26 @@
 """Crash anywhere: `kill -9` of a retrieving `tegbatchd` loses, duplicates and leaks nothing.
 
 A 1,000-request batch is retrieved by processes killed at seeded random moments (30 kills that land
-mid-retrieval), then by processes that kill themselves inside each step (tests/reliability/harness.py
-patches the product's own functions; nothing in the product knows about it). After a rerun every output
-exists once with its own answer, no temp file is left, nothing appeared outside the data root, and the
-job is notified exactly once.
+mid-retrieval), then by processes that kill themselves inside each step, and inside a TEG job's local
+assembly step (tests/reliability/harness.py patches the product's own functions; nothing in the product
+knows about it). After a rerun every output exists once with its own answer, no temp file is left,
+nothing appeared outside the data root, and the job is notified exactly once.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
 from collections import deque
 from pathlib import Path
 
-from tests.conftest import assert_own_answer, request_params, write_requests
+import pytest
+
+from tests.conftest import FIXTURES, assert_own_answer, request_params, write_requests
 from tests.reliability.support import (
     TEMPLATE,
     assert_delivered,
@@ -57,6 +60,7 @@ def _ready(cli, signals: Path, number: int, batch: str) -> tuple[subprocess.Pope
     return proc, go
 
 
+@pytest.mark.timeout(900)  # ~40 processes; slow when the machine is busy
 def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _isolated_home):
     cli, emu = api_cli("--process-seconds", "0")
     signals = tmp_path / "signals"
@@ -71,32 +75,34 @@ def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _i
     recorded_after_kill = set()
     ready = deque(_ready(cli, signals, number, batch) for number in range(2))  # importing ahead of time
     trial = 0
-    while kills < KILLS:
-        assert trial < KILLS + 10, f"only {kills} of {trial} kills landed mid-retrieval"
-        proc, go = ready.popleft()
-        ready.append(_ready(cli, signals, trial + 2, batch))
-        present = _count(folder)
-        if N - present < 150:  # start over: the product rewrites recorded files that have gone
-            for path in folder.glob("*.md"):
-                path.unlink()
-            present, resets = 0, resets + 1
-        target = present + rng.randint(1, N - present - 100)  # kill once this many outputs exist
-        go.touch()
-        while proc.poll() is None and _count(folder) < target:
-            time.sleep(0.003)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        else:
-            finished += 1
-        proc.wait()
-        assert proc.returncode in (0, -signal.SIGKILL), (signals / f"err-{trial}").read_text()
-        assert_each_own(folder, params, complete=False)  # never a half or foreign file, even right after a kill
-        recorded_after_kill.add(recorded(db))
-        trial += 1
-    for proc, _go in ready:
-        proc.kill()
-        proc.wait()
+    try:
+        while kills < KILLS:
+            assert trial < KILLS + 10, f"only {kills} of {trial} kills landed mid-retrieval"
+            proc, go = ready.popleft()
+            ready.append(_ready(cli, signals, trial + 2, batch))
+            present = _count(folder)
+            if N - present < 150:  # start over: the product rewrites recorded files that have gone
+                for path in folder.glob("*.md"):
+                    path.unlink()
+                present, resets = 0, resets + 1
+            target = present + rng.randint(1, N - present - 100)  # kill once this many outputs exist
+            go.touch()
+            while proc.poll() is None and _count(folder) < target:
+                time.sleep(0.003)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            else:
+                finished += 1
+            proc.wait()
+            assert proc.returncode in (0, -signal.SIGKILL), (signals / f"err-{trial}").read_text()
+            assert_each_own(folder, params, complete=False)  # never a half or foreign file, even after a kill
+            recorded_after_kill.add(recorded(db))
+            trial += 1
+    finally:
+        for proc, _go in ready:
+            proc.kill()
+            proc.wait()
 
     final = cli("retrieve", batch, check=True).out
     assert "Retrieved 1000/1000" in final
@@ -112,9 +118,9 @@ def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _i
     assert {0, 500} <= recorded_after_kill  # kills landed before and after the first group was recorded
 
 
-def _killed_at(cli, point: str, batch: str) -> None:
-    proc = harness(cli, "--kill-at", point, "--", "retrieve", batch, "--json",
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _killed_at(cli, point: str, batch: str | None, *argv: str) -> None:
+    argv = argv or ("retrieve", batch, "--json")
+    proc = harness(cli, "--kill-at", point, "--", *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode} {err.decode()[-2000:]}"
 
@@ -164,3 +170,25 @@ def test_kill_placed_inside_each_step(api_cli, tmp_path, data_root, _isolated_ho
     assert tree(tmp_path, skip=OUTSIDE_SKIP) == outside
     assert len(notices(db, "job_done")) == 1
     assert_each_own(folder, params)
+
+
+def test_kill_during_the_local_assembly_of_a_teg_job(api_cli, data_root, _isolated_home):
+    cli, emu = api_cli("--process-seconds", "0")
+    for name in ("all-scores.csv", "rounds.csv"):
+        shutil.copy(FIXTURES / "teg" / name, data_root / name)
+    cli("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
+    cli("poll", "--once", check=True)  # story notes written; the narrative stage submitted
+    _killed_at(cli, "assembly:2", None, "poll", "--once")  # narratives written, 1 of 2 combined files
+    folder = data_root / "commentary" / "round_reports"
+    combined = [folder / f"teg_17_round_{r}_report.md" for r in (1, 2)]
+    assert combined[0].exists() and not combined[1].exists()
+    cli("poll", "--once", check=True)
+    for r, path in enumerate(combined, start=1):
+        text = path.read_text()
+        assert (folder / f"TEG17_R{r}_story_notes.md").read_text().strip() in text
+        assert (folder / f"TEG17_R{r}_report.md").read_text().strip() in text
+    db = _isolated_home / "state" / "state.db"
+    assert query(db, "SELECT state FROM jobs") == [("done",)]
+    assert query(db, "SELECT state FROM stages ORDER BY seq") == [("retrieved",), ("retrieved",)]
+    assert len(notices(db, "job_done")) == 1
+    assert temp_files(data_root) == []

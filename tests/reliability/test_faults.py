@@ -67,14 +67,14 @@ def test_daemon_backs_off_from_an_api_that_only_fails(api_cli, tmp_path, data_ro
             assert time.monotonic() < deadline and daemon.poll() is None
             time.sleep(0.1)
         start = time.monotonic()
-        time.sleep(12)
+        time.sleep(9)
         elapsed = time.monotonic() - start
         polls = failing.stats()["calls"]["list"] / SDK_ATTEMPTS
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=60)
     assert daemon.returncode == 0, err[-2000:]
-    # Without back-off a poll would run every heartbeat (60 in 12 s); with it the waits double from
+    # Without back-off a poll would run every heartbeat (45 in 9 s); with it the waits double from
     # 0.6 s up to the 3 s cap: at most 1 + log2(5) + elapsed / 3 polls.
     assert 2 <= polls <= 4 + elapsed / 3, polls
     assert err.count("API problem, backing off") == 1
