@@ -7,12 +7,14 @@ import json
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
 
 import pytest
 
 from tegbatchd.cli import main
 from tests.conftest import FIXTURES
+from tests.support.teg_expected import round_sums
+from tests.support.teg_expected import totals as _totals
+from tests.support.teg_expected import winner as _winner
 
 REAL = FIXTURES / "teg"
 # Run the CLI with pyarrow made unimportable (as when the `parquet` extra is not installed).
@@ -22,28 +24,7 @@ NO_PYARROW = ("import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.p
 
 @pytest.fixture(scope="module")
 def sums():
-    """(teg, round, player) → [stableford, grossvp], summed here with the csv module."""
-    out = defaultdict(lambda: [0.0, 0.0])
-    with (REAL / "all-scores.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            key = (int(row["TEGNum"]), int(row["Round"]), row["Player"])
-            out[key][0] += float(row["Stableford"])
-            out[key][1] += float(row["GrossVP"])
-    return out
-
-
-def _totals(sums, teg, upto=99):
-    pts, gross = defaultdict(float), defaultdict(float)
-    for (t, r, p), (s, g) in sums.items():
-        if t == teg and r <= upto:
-            pts[p] += s
-            gross[p] += g
-    return pts, gross
-
-
-def _winner(values, pick):
-    best = pick(values.values())
-    return " & ".join(sorted(p for p, v in values.items() if v == best))
+    return round_sums(REAL / "all-scores.csv")
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,9 @@ from tegbatchd.teg.facts import (
     tournament_facts,
 )
 from tests.conftest import FIXTURES
+from tests.support.teg_expected import round_sums
+from tests.support.teg_expected import totals as _totals
+from tests.support.teg_expected import winner as _winner
 
 REAL_CSV = FIXTURES / "teg" / "all-scores.csv"
 REAL_ROUNDS = FIXTURES / "teg" / "rounds.csv"
@@ -32,28 +33,7 @@ def table() -> ScoreTable:
 
 @pytest.fixture(scope="module")
 def sums():
-    """(teg, round, player) → [stableford, grossvp], summed independently of the package."""
-    out: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    with REAL_CSV.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            key = (int(row["TEGNum"]), int(row["Round"]), row["Player"])
-            out[key][0] += float(row["Stableford"])
-            out[key][1] += float(row["GrossVP"])
-    return out
-
-
-def _totals(sums, teg, upto=99):
-    pts, gross = defaultdict(float), defaultdict(float)
-    for (t, r, p), (s, g) in sums.items():
-        if t == teg and r <= upto:
-            pts[p] += s
-            gross[p] += g
-    return pts, gross
-
-
-def _winner(values: dict, pick) -> str:
-    best = pick(values.values())
-    return " & ".join(sorted(p for p, v in values.items() if v == best))
+    return round_sums(REAL_CSV)
 
 
 @pytest.mark.parametrize("teg", range(2, 19))
