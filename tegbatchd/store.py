@@ -146,10 +146,11 @@ class Store:
 
     @staticmethod
     def _version(conn: sqlite3.Connection) -> int:
-        has = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'").fetchone()
+        # one statement, one snapshot: another process's migration may commit between two statements
+        has, tables = conn.execute(
+            "SELECT (SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'), "
+            "(SELECT count(*) FROM sqlite_master WHERE type='table')").fetchone()
         if not has:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
             if tables:
                 raise sqlite3.DatabaseError("not a tegbatchd state database")
             return 0
