@@ -24,7 +24,7 @@ RESULTS = REPO / "benchmarks" / "results"
 PY = sys.executable
 
 TEST_KEY = "sk-ant-bench-0000"
-FIXTURE_60 = REPO.parent / "shared" / "fixtures" / "anthropic" / "requests-narrative-60.jsonl"
+FIXTURE_60 = REPO / "tests" / "fixtures" / "anthropic" / "requests-narrative-60.jsonl"
 
 
 def machine() -> dict:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIXTURES.exists():  # CI clones next to a copy of shared/
-    FIXTURES = Path(os.environ.get("TEGBATCHD_SHARED", "../shared")).resolve() / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # real data, copied into the repository
 TEST_KEY = "sk-ant-test-0000"
 
 

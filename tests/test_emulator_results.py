@@ -14,7 +14,7 @@ from anthropic.types.messages import MessageBatchIndividualResponse
 from tegbatchd.emulator.answers import canonical_sha256
 from tests.support.emulator import running_emulator, sdk_client
 
-FIXTURES = Path("/work/shared/fixtures/anthropic")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "anthropic"
 SATIRE = FIXTURES / "results-satire-7.jsonl"
 NARRATIVE = FIXTURES / "requests-narrative-60.jsonl"
 
