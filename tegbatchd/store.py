@@ -91,10 +91,22 @@ class StoreError(UserError):
 
     @classmethod
     def unusable(cls, path: Path, exc: sqlite3.DatabaseError) -> StoreError:
-        """The error to show for an SQLite failure (damaged pages, disk full, I/O error), found at any time."""
+        """The error to show for an SQLite failure (damaged pages, disk full, I/O error), found at any time.
+
+        A lock held too long by another process is said as such: the database is not damaged then.
+        """
+        if _is_lock_error(exc):
+            return cls(f"the state database {path} stayed locked by another tegbatchd process ({exc})",
+                       next_step="wait for the other command or the daemon to finish, then run again; "
+                                 "the database is not damaged")
         return cls(f"the state database {path} is unreadable or cannot be written ({exc})",
                    next_step="if it is damaged, move it aside and run again (a new one is made; written "
                              "outputs stay where they are); if the disk is full, free space first")
+
+
+def _is_lock_error(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock (nothing is wrong with the file)."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -118,26 +130,37 @@ class Store:
         """Open (creating 0600) and migrate the database at path.
 
         Raise StoreError if it is not a tegbatchd database, is corrupt, or is from a newer version
-        (then nothing is touched).
+        (then nothing is touched). Another process opening or migrating it at the same moment (a new
+        state dir used by two commands at once) is waited for, up to the busy timeout.
         """
         fresh = not path.exists()
         if fresh:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
             os.close(fd)
-        try:
-            conn = _connect(path)
-            version = cls._version(conn)
-            if version > SCHEMA_VERSION:  # checked before any change: even the journal mode stays as it is
-                conn.close()
-                raise StoreError(f"the state database {path} is from a newer tegbatchd (schema {version}, "
-                                 f"this one knows {SCHEMA_VERSION})",
-                                 next_step="upgrade tegbatchd; nothing was changed")
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError.unusable(path, exc) from None
-        store = cls(conn, path)
-        if migrate and version < SCHEMA_VERSION:
-            store._migrate(version)
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            conn = None
+            try:
+                conn = _connect(path)
+                version = cls._version(conn)
+                if version > SCHEMA_VERSION:  # checked before any change: even the journal mode stays as it is
+                    conn.close()
+                    raise StoreError(f"the state database {path} is from a newer tegbatchd (schema {version}, "
+                                     f"this one knows {SCHEMA_VERSION})",
+                                     next_step="upgrade tegbatchd; nothing was changed")
+                # switching to WAL and the first migration meet "locked" while another process does
+                # the same; SQLite does not always wait for those itself
+                conn.execute("PRAGMA journal_mode=WAL")
+                store = cls(conn, path)
+                if migrate and version < SCHEMA_VERSION:
+                    store._migrate(version)
+                break
+            except sqlite3.DatabaseError as exc:
+                if conn is not None:
+                    conn.close()
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise StoreError.unusable(path, exc) from None
+                time.sleep(0.02)
         for suffix in ("", "-wal", "-shm"):
             p = Path(f"{path}{suffix}")
             if p.exists() and p.stat().st_mode & 0o077:

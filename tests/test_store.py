@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -104,6 +107,68 @@ def test_two_processes_writing_at_once_never_fail(tmp_path):
     assert len(s.events(kind="test")) == 900
     assert len(s.notices()) == 900
     assert s.kv_get("cli") == s.kv_get("daemon") == "299"
+
+
+# A real process that imports everything, says "ready", waits for one byte on stdin, then opens the
+# state store as every command does first: two released together create a brand-new database at once.
+_OPENER = """
+import sys
+from tegbatchd.context import Context
+from tegbatchd.errors import UserError
+import tegbatchd.store
+print("ready", flush=True)
+sys.stdin.read(1)
+try:
+    Context().store.close()
+except UserError as exc:
+    sys.exit(exc.render())
+"""
+
+
+def test_thirty_pairs_of_processes_creating_the_database_at_once_all_succeed(tmp_path):
+    def opener(home):
+        env = {**os.environ, "TEGBATCHD_HOME": str(home), "TEGBATCHD_DATA_DIR": str(tmp_path)}
+        return subprocess.Popen([sys.executable, "-c", _OPENER], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    homes = [tmp_path / f"home-{n}" for n in range(30)]
+    pairs = [(opener(home), opener(home)) for home in homes]
+    failures = []
+    for home, pair in zip(homes, pairs, strict=True):
+        for proc in pair:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        for proc in pair:  # released back to back: both find no database
+            proc.stdin.write("x")
+            proc.stdin.close()
+        for proc in pair:
+            proc.wait(timeout=120)
+            err = proc.stderr.read()
+            proc.stdout.close()
+            proc.stderr.close()
+            if proc.returncode != 0:
+                failures.append(f"{home.name}: exit {proc.returncode}: {err.strip()[-300:]}")
+        assert Store.open(home / "state" / "state.db").schema_version == SCHEMA_VERSION
+    assert failures == []
+
+
+def test_a_lock_held_past_the_busy_timeout_is_not_called_damage(tmp_path, monkeypatch):
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")  # in WAL mode readers get in otherwise
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO kv VALUES('holder', 'x')")
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_MS", 200)
+    try:
+        with pytest.raises(StoreError) as caught:
+            Store.open(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    message = caught.value.render()
+    assert "locked by another tegbatchd process" in message and "not damaged" in message
+    assert "move it aside" not in message
+    assert Store.open(path).schema_version == SCHEMA_VERSION
 
 
 def test_notice_is_queued_once_per_key(tmp_path):
