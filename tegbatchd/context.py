@@ -17,6 +17,9 @@ class Context:
     paths: Paths = field(default_factory=user_paths)
     data_dir_arg: str | None = None
     json_output: bool = False
+    # ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL for this context's API client, read before the environment
+    # (the demo points its own context at its emulator this way, leaving os.environ alone)
+    api_env: dict[str, str] | None = None
     _config: Config | None = None
     _store: Any = None
 

@@ -41,9 +41,11 @@ def _parse(ts: str | None) -> datetime | None:
 
 
 def make_client(ctx):
-    """The API client for this context (key and base URL resolved now)."""
-    key = api_mod.resolve_api_key(ctx.config["api_key_file"])
-    return api_mod.BatchApi(key, create_timeout=ctx.config["api"]["create_timeout_seconds"])
+    """The API client for this context (key and base URL resolved now: ctx.api_env, else the environment)."""
+    api_env = ctx.api_env or {}
+    key = api_env.get("ANTHROPIC_API_KEY") or api_mod.resolve_api_key(ctx.config["api_key_file"])
+    return api_mod.BatchApi(key, base_url=api_env.get("ANTHROPIC_BASE_URL"),
+                            create_timeout=ctx.config["api"]["create_timeout_seconds"])
 
 
 def next_poll_time(created_at: str | None, now: datetime, config) -> datetime:

@@ -7,7 +7,6 @@ state (never the person's real one) and leaves nothing running.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -60,17 +59,16 @@ def cmd_demo(args, ctx) -> int:
     folder = Path(tempfile.mkdtemp(prefix="tegbatchd-demo-"))
     data_root = Path(args.data_dir).resolve() if args.data_dir else folder / "data"
     home = folder / "home"
-    demo = Context(paths=Paths(home / "state", home / "config", home / "logs"), data_dir_arg=str(data_root))
+    emulator = _Emulator(args.process_seconds)
+    demo = Context(paths=Paths(home / "state", home / "config", home / "logs"), data_dir_arg=str(data_root),
+                   api_env={"ANTHROPIC_BASE_URL": emulator.url, "ANTHROPIC_API_KEY": DEMO_KEY})
     say = print if not args.json else (lambda *a, **k: None)
     say("tegbatchd demo — a local emulator of the Message Batches API stands in for Anthropic (no key, no cost).")
     say(f"Reports go to {data_root}; the demo's own state to {home}.")
-    ensure_dir(data_root)
-    write_sample(data_root)
-    saved = {k: os.environ.get(k) for k in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
-    emulator = _Emulator(args.process_seconds)
     started = time.monotonic()
     try:
-        os.environ.update(ANTHROPIC_BASE_URL=emulator.url, ANTHROPIC_API_KEY=DEMO_KEY)
+        ensure_dir(data_root)
+        write_sample(data_root)
         say(f"Emulator listening on {emulator.url}\n")
         submit = build_parser().parse_args(["submit", "round-reports", "--teg", "1-3", "--round", "1-4",
                                             "--data-dir", str(data_root)])
@@ -109,11 +107,6 @@ def cmd_demo(args, ctx) -> int:
     finally:
         emulator.stop()
         demo.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _notify(ctx) -> tuple[bool, bool]:
