@@ -1,12 +1,17 @@
-"""Shared fixtures: a private TEGBATCHD_HOME per test, the `tegbatchd` command as a subprocess, and the
-emulator on loopback."""
+"""Shared fixtures: a private TEGBATCHD_HOME per test, the `tegbatchd` command (in-process, or as a
+subprocess where the process is what is tested), and the emulator on loopback."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,21 +41,105 @@ class Result:
         return json.loads(self.out)
 
 
-class Cli:
-    """Runs `python -m tegbatchd ...` as a person would, with a given environment."""
+# One in-process CLI call at a time: it borrows the process's environment, working directory, temp dir,
+# standard streams and root logger, and gives each back afterwards.
+_IN_PROCESS = threading.RLock()
 
-    def __init__(self, env: dict, cwd: Path):
+
+class Cli:
+    """Runs the `tegbatchd` command with a given environment and working directory, as a person would.
+
+    By default `tegbatchd.cli.main(argv)` runs in this process (the real SDK still talks HTTP to the
+    emulator subprocess). `subprocess=True` (per call, or for the whole Cli) runs `python -m tegbatchd`
+    instead, for tests where the process itself is what is tested: start-up, kills, races, signals.
+    """
+
+    def __init__(self, env: dict, cwd: Path, *, subprocess: bool = False):
         self.env = env
         self.cwd = cwd
+        self.subprocess = subprocess
 
-    def __call__(self, *args: str, check: bool | None = None, timeout: float = 120, **env) -> Result:
+    def bound(self, **env) -> Cli:
+        """The same CLI with more environment variables."""
+        return Cli({**self.env, **env}, self.cwd, subprocess=self.subprocess)
+
+    def __call__(self, *args: str, check: bool | None = None, timeout: float = 120,
+                 subprocess: bool | None = None, **env) -> Result:
         full_env = {**self.env, **{k: str(v) for k, v in env.items()}}
-        proc = subprocess.run([sys.executable, "-m", "tegbatchd", *args], capture_output=True, text=True,
-                              env=full_env, cwd=self.cwd, timeout=timeout)
-        result = Result(proc.returncode, proc.stdout, proc.stderr)
-        if check is True and proc.returncode != 0:
-            raise AssertionError(f"tegbatchd {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        in_subprocess = self.subprocess if subprocess is None else subprocess
+        run = _run_subprocess if in_subprocess else _run_in_process
+        result = run(list(args), full_env, self.cwd, timeout)
+        if check is True and result.code != 0:
+            raise AssertionError(f"tegbatchd {' '.join(args)} failed ({result.code}):\n{result.out}\n{result.err}")
         return result
+
+
+def _run_subprocess(argv: list[str], env: dict, cwd: Path, timeout: float) -> Result:
+    proc = subprocess.run([sys.executable, "-m", "tegbatchd", *argv], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _exit_code(exc: SystemExit, err: io.StringIO) -> int:
+    """The process exit status a SystemExit would give (argparse: 2 for bad usage, 0 for --help)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=err)
+    return 1
+
+
+def _run_in_process(argv: list[str], env: dict, cwd: Path, timeout: float) -> Result:
+    """`tegbatchd.cli.main(argv)` here, with env, cwd, TMPDIR, stdio and logging set and restored around it.
+
+    The process-global state main can change is put back: os.environ, the working directory,
+    tempfile.tempdir, the root logger's handlers and level (and the levels of the loggers the daemon's
+    set-up quiets) and tegbatchd.retrieval.STOP.
+    """
+    from tegbatchd.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    with _IN_PROCESS:
+        saved_env, saved_cwd, saved_tempdir = dict(os.environ), os.getcwd(), tempfile.tempdir
+        saved_handlers, saved_level = root.handlers[:], root.level
+        saved_levels = {name: logging.getLogger(name).level for name in _QUIETED_LOGGERS}
+        os.environ.clear()
+        os.environ.update(env)
+        tempfile.tempdir = env.get("TMPDIR") or saved_tempdir
+        root.handlers = []
+        try:
+            os.chdir(cwd)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(argv)
+                except SystemExit as exc:
+                    code = _exit_code(exc, err)
+        finally:
+            for handler in root.handlers:
+                if handler not in saved_handlers:
+                    handler.close()
+            root.handlers = saved_handlers
+            root.setLevel(saved_level)
+            for name, level in saved_levels.items():
+                logging.getLogger(name).setLevel(level)
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            tempfile.tempdir = saved_tempdir
+            _reset_module_state()
+    return Result(int(code or 0), out.getvalue(), err.getvalue())
+
+
+_QUIETED_LOGGERS = ("httpx", "httpx2", "httpcore", "anthropic", "apscheduler")
+
+
+def _reset_module_state() -> None:
+    """Module-level state one command leaves for the next (in a real process it dies with it)."""
+    retrieval = sys.modules.get("tegbatchd.retrieval")
+    if retrieval is not None:
+        retrieval.STOP.clear()
 
 
 @pytest.fixture
@@ -61,10 +150,26 @@ def data_root(tmp_path) -> Path:
 
 
 @pytest.fixture
-def cli(tmp_path, data_root, _isolated_home) -> Cli:
+def cli_tmp(tmp_path) -> Path:
+    """TMPDIR of the command under test: what it leaves in the temp dir stays in the test's folder."""
+    folder = tmp_path / "tmp"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def cli(request, tmp_path, data_root, _isolated_home, cli_tmp) -> Cli:
+    """The command, in this process; in a subprocess for tests marked `proc_cli` (see Cli)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    env.update(TEGBATCHD_HOME=str(_isolated_home), TEGBATCHD_DATA_DIR=str(data_root), PYTHONUNBUFFERED="1")
-    return Cli(env, tmp_path)
+    env.update(TEGBATCHD_HOME=str(_isolated_home), TEGBATCHD_DATA_DIR=str(data_root), PYTHONUNBUFFERED="1",
+               TMPDIR=str(cli_tmp))
+    return Cli(env, tmp_path, subprocess=request.node.get_closest_marker("proc_cli") is not None)
+
+
+@pytest.fixture
+def proc_cli(cli) -> Cli:
+    """The command as a real `python -m tegbatchd` process on every call."""
+    return Cli(cli.env, cli.cwd, subprocess=True)
 
 
 @pytest.fixture
@@ -84,7 +189,7 @@ def api_cli(cli, emulator):
         cm = emulator(*emu_args)
         emu = cm.__enter__()
         stack.append(cm)
-        bound = Cli({**cli.env, "ANTHROPIC_API_KEY": TEST_KEY, "ANTHROPIC_BASE_URL": emu.url}, cli.cwd)
+        bound = cli.bound(ANTHROPIC_API_KEY=TEST_KEY, ANTHROPIC_BASE_URL=emu.url)
         return bound, emu
 
     yield start

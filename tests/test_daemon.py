@@ -152,7 +152,7 @@ def test_a_second_daemon_refuses_to_start(cli, _isolated_home):
         while not (lock.exists() and lock.read_text().strip()):
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.05)
-        second = cli("daemon")
+        second = cli("daemon", subprocess=True)  # the single-instance check is between processes
         assert second.code == 1
         assert "another tegbatchd daemon is already running" in second.err and str(first.pid) in second.err
     finally:

@@ -72,6 +72,8 @@ def test_installed_emulator_serves_the_sdk(fresh_venv, tmp_path):
 def test_demo_from_the_fresh_install_writes_the_reports_and_leaves_nothing_running(fresh_venv, tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("ANTHROPIC_", "TEGBATCHD_"))}
     env["HOME"] = str(tmp_path / "home")
+    env["TMPDIR"] = str(tmp_path / "tmp")  # the demo's own state folder stays inside the test's folder
+    (tmp_path / "tmp").mkdir()
     out_dir = tmp_path / "reports"
     demo = subprocess.run([str(fresh_venv / "bin" / "tegbatchd"), "demo", "--data-dir", str(out_dir)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env=env)

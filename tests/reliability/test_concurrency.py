@@ -12,8 +12,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import request_params, write_requests
 from tests.reliability.support import assert_delivered, assert_each_own, harness, notices, query
+
+# These tests kill or race real processes: every `cli` call here is a `python -m tegbatchd` process.
+pytestmark = pytest.mark.proc_cli
 
 TRIALS = 20
 PER_BATCH = 25

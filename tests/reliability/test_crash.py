@@ -33,6 +33,9 @@ from tests.reliability.support import (
     tree,
 )
 
+# These tests kill or race real processes: every `cli` call here is a `python -m tegbatchd` process.
+pytestmark = pytest.mark.proc_cli
+
 N = 1000
 KILLS = 30
 SEED = 20240611

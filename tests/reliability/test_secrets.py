@@ -18,11 +18,21 @@ KEY = "sk-ant-FAKE-7f3a9c-LEAKCANARY"
 FRAGMENTS = (KEY.encode(), b"7f3a9c", b"LEAKCANARY")
 
 
-def _daemon(cli: Cli, seconds: float, env: dict | None = None) -> tuple[str, str]:
+def _daemon(cli: Cli, log: Path, logged: str, env: dict | None = None) -> tuple[str, str]:
+    """Run the daemon until its log file says `logged` once more than now; return its stdout and stderr."""
+    def count() -> int:
+        return log.read_text().count(logged) if log.exists() else 0
+
+    before = count()
     proc = subprocess.Popen([sys.executable, "-m", "tegbatchd", "-v", "daemon", "--heartbeat", "0.2"],
                             env={**cli.env, **(env or {})}, cwd=cli.cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(seconds)
+    deadline = time.monotonic() + 60
+    while count() == before:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the daemon did not log {logged!r}: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
@@ -48,7 +58,9 @@ def test_the_api_key_is_never_written_or_printed(api_cli, cli, tmp_path, data_ro
     batch = sub["batch_ids"][0]
     keep(run("-v", "list", "--refresh"))
     keep(run("-v", "status", batch))
-    captured.extend(_daemon(run, 4, {"ANTHROPIC_API_KEY": KEY}))  # retrieves the batch, logs to the log file
+    log = _isolated_home / "logs" / "tegbatchd.log"
+    emu.advance(1)  # the batch ends on the emulator's clock
+    captured.extend(_daemon(run, log, "retrieved 6/6", {"ANTHROPIC_API_KEY": KEY}))  # logs to the log file
     keep(run("-v", "retrieve", batch, check=True))
     keep(run("-v", "poll", "--once", "--json", check=True))
     assert_delivered(data_root / "commentary" / "misc", reqs, data_root)
@@ -58,7 +70,7 @@ def test_the_api_key_is_never_written_or_printed(api_cli, cli, tmp_path, data_ro
     keep(run("submit", "requests", str(second), "--output", "late/{custom_id}.md", check=True))  # pending
     for result in (refused, keep(rejected("-v", "status", batch)), keep(rejected("-v", "poll", "--once"))):
         assert result.code != 0 and "the API key was rejected" in (result.err + result.out)
-    captured.extend(_daemon(rejected, 2, {"ANTHROPIC_API_KEY": KEY}))
+    captured.extend(_daemon(rejected, log, "the API key was rejected", {"ANTHROPIC_API_KEY": KEY}))
     keep(run("-v", "poll", "--once", check=True))
     assert_delivered(data_root / "late", second, data_root)
 
@@ -109,7 +121,7 @@ def test_the_daemon_log_stays_private_across_a_rotation(cli, _isolated_home):
     full = logs / "tegbatchd.log"
     full.write_text("x" * 1_000_000)  # the next line rotates it
     full.chmod(0o600)
-    _daemon(cli, 2)
+    _daemon(cli, full, "daemon started")
     assert sorted(p.name for p in logs.iterdir()) == ["tegbatchd.log", "tegbatchd.log.1"]
     for path in logs.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -43,7 +43,8 @@ SYSTEMD_BINARY = "/lib/systemd/systemd"
 BUS_NAME = "org.freedesktop.Notifications"
 BUS_PATH = "/org/freedesktop/Notifications"
 STARTUP_TIMEOUT = 20.0
-MANAGER_LOCK = Path(tempfile.gettempdir()) / "tegbatchd-tests-user-manager.lock"
+# What test runs lock to take turns with a user manager: machine-wide, already there, nothing left behind.
+MANAGER_LOCK = Path(SYSTEMD_BINARY)
 PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -399,7 +400,7 @@ def user_manager() -> Iterator[UserManager]:
     manager = UserManager(home, runtime)
     # Managers started from the same cgroup create the same app.slice/<unit> cgroups: one stopping a
     # unit kills another's. Test runs in parallel therefore take turns.
-    with open(MANAGER_LOCK, "a") as lock:
+    with open(MANAGER_LOCK, "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             manager.start()
