@@ -1,0 +1,120 @@
+"""tegbatchd.outputs: output paths decided inside the data root, atomic writes, stale temp files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tegbatchd.errors import InputError
+from tegbatchd.outputs import AtomicWriter, remove_stale_temps, render_output, resolve_inside
+
+
+def test_render_output_fills_custom_id_and_index():
+    assert render_output("commentary/{custom_id}/{index}.md", custom_id="r-7", index=7) == "commentary/r-7/7.md"
+    assert render_output("fixed.md", custom_id="a", index=0) == "fixed.md"
+
+
+def test_render_output_refuses_an_unknown_placeholder():
+    with pytest.raises(InputError) as caught:
+        render_output("out/{model}.md", custom_id="a", index=0)
+    text = caught.value.render()
+    assert "{model}" in text and "{custom_id}" in text and "{index}" in text
+
+
+def test_resolve_inside_gives_the_absolute_path_under_the_root(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    assert resolve_inside(root, "commentary/misc/a.md") == root.resolve() / "commentary" / "misc" / "a.md"
+
+
+@pytest.mark.parametrize("relative, problem", [
+    ("", "names no file"),
+    ("folder/", "names no file"),
+    ("/etc/passwd", "is absolute"),
+    ("~/notes.md", "is absolute"),
+    ("a/../../b.md", "contains .."),
+    ("a\x00b.md", "NUL byte"),
+    ("x" * 241 + ".md", "over 240 bytes"),
+])
+def test_resolve_inside_refuses_paths_that_could_not_or_must_not_be_written(tmp_path, relative, problem):
+    with pytest.raises(InputError) as caught:
+        resolve_inside(tmp_path, relative)
+    assert problem in caught.value.render()
+
+
+def test_resolve_inside_follows_symlinks_before_deciding(tmp_path):
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    (root / "inner").symlink_to(root / "real", target_is_directory=True)
+    with pytest.raises(InputError, match="resolves outside the data root"):
+        resolve_inside(root, "escape/a.md")
+    assert resolve_inside(root, "inner/a.md") == root.resolve() / "real" / "a.md"
+
+
+def test_resolve_inside_refuses_a_folder_and_a_file_in_the_way(tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "notes.md").write_text("a file")
+    with pytest.raises(InputError, match="is a folder"):
+        resolve_inside(tmp_path, "reports")
+    with pytest.raises(InputError) as caught:
+        resolve_inside(tmp_path, "notes.md/deeper/a.md")
+    assert "is a file, not a folder" in caught.value.render() and "notes.md" in caught.value.render()
+
+
+def test_atomic_writer_writes_makes_folders_and_returns_the_sha256(tmp_path):
+    target = tmp_path / "a" / "b" / "out.md"
+    digest = AtomicWriter().write(target, "héllo\n")
+    assert target.read_text(encoding="utf-8") == "héllo\n"
+    assert digest == hashlib.sha256("héllo\n".encode()).hexdigest()
+    AtomicWriter().write(str(target), "second")  # replaces, from a string path too
+    assert target.read_text() == "second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.md"]
+    AtomicWriter.sync()
+
+
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "out.md"
+    target.write_text("old")
+    writer = AtomicWriter()
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        writer.write(target, "new text")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.md"]
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_remove_stale_temps_removes_dead_writers_temps_and_leaves_live_ones(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = folder / f".a.md.tmp-{_finished_pid()}"
+        mine = folder / f".b.md.tmp-{os.getpid()}"  # this process is not writing it now
+        alive = folder / f".c.md.tmp-{live.pid}"
+        kept = [folder / "a.md", folder / "notes.tmp"]
+        for path in (dead, mine, alive, *kept):
+            path.write_text("x")
+        assert remove_stale_temps([folder, str(folder), tmp_path / "missing"]) == 2
+        assert sorted(p.name for p in folder.iterdir()) == sorted([alive.name, "a.md", "notes.tmp"])
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_stale_temps([Path(folder)]) == 1  # its writer is gone now
