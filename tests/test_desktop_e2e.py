@@ -17,6 +17,9 @@ import yaml
 from tests.conftest import write_requests
 from tests.support.desktop import dunst_desktop, session_bus, stop_process, wait_until  # noqa: F401
 
+# The real desktop: every `cli` call is a `python -m tegbatchd` process, as the person's would be.
+pytestmark = pytest.mark.proc_cli
+
 OUTPUT = "commentary/misc/{custom_id}.md"
 FILES = 3
 SLOW = 60.0  # generous: these machines can be loaded

@@ -32,6 +32,9 @@ from tests.support.desktop import (  # noqa: F401
 )
 from tests.test_desktop_e2e import FILES, OUTPUT, counts, opener, ready_entry, write_config  # noqa: F401
 
+# The real desktop: every `cli` call is a `python -m tegbatchd` process, as the person's would be.
+pytestmark = pytest.mark.proc_cli
+
 TEGBATCHD = [sys.executable, "-m", "tegbatchd"]
 SLOW = 90.0  # generous: a loaded machine imports the SDK slowly
 
