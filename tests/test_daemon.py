@@ -149,7 +149,8 @@ def test_a_second_daemon_refuses_to_start(cli, _isolated_home):
     try:
         deadline = time.monotonic() + 120
         lock = _isolated_home / "state" / "daemon.lock"
-        while not (lock.exists() and lock.read_text().strip()):
+        log = _isolated_home / "logs" / "tegbatchd.log"  # "daemon started": its SIGTERM handler is in place
+        while not (lock.exists() and lock.read_text().strip() and log.exists() and "daemon started" in log.read_text()):
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.05)
         second = cli("daemon", subprocess=True)  # the single-instance check is between processes
