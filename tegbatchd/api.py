@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tegbatchd.backoff import backoff
 from tegbatchd.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class NotFound(ApiError):
 
 class Rejected(ApiError):
     """A definite 4xx answer: the request was refused and nothing was created."""
+
+
+class BillingError(Rejected):
+    """Credit exhausted or a spend limit reached: nothing is sent until the person tops up (never retried)."""
 
 
 class Unavailable(ApiError):
@@ -120,6 +125,18 @@ def batch_to_dict(batch: Any) -> dict:
     }
 
 
+def _is_billing(exc: Exception, detail: str) -> bool:
+    """A spend limit (`error_code: enforced_spend_limit_reached`) or an exhausted credit balance."""
+    body = getattr(exc, "body", None)
+    code = ""
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        details = inner.get("details") if isinstance(inner.get("details"), dict) else {}
+        code = str(details.get("error_code") or inner.get("error_code") or body.get("error_code") or "")
+    text = f"{code} {detail}".lower()
+    return "enforced_spend_limit" in text or "credit balance" in text or "spend limit" in text
+
+
 class BatchApi:
     """A thin client for the Message Batches API over the real SDK.
 
@@ -136,6 +153,10 @@ class BatchApi:
         self.create_timeout = create_timeout
         self.calls = 0
 
+    @property
+    def endpoint(self) -> str:
+        return str(self.client.base_url)
+
     # --- error mapping ----------------------------------------------------------------------------
     def _map(self, exc: Exception, *, creating: bool = False) -> ApiError:
         a = self._anthropic
@@ -144,6 +165,8 @@ class BatchApi:
             detail = getattr(exc, "api_message", None) or str(exc)
             if status in (401, 403):
                 return AuthRejected("the API key was rejected", status)
+            if _is_billing(exc, detail):
+                return BillingError(f"the API refused it for billing ({status}: {detail})", status)
             if status == 404:
                 return NotFound(detail, status)
             if status in (408, 409, 429) or status >= 500:
@@ -182,7 +205,7 @@ class BatchApi:
                 last = exc
                 if exc.status is None:
                     raise
-                time.sleep(min(0.5 * 2**attempt, 4.0))
+                time.sleep(backoff(attempt + 1, first=0.5, cap=4.0))
         assert last is not None
         raise last
 
@@ -230,8 +253,38 @@ class BatchApi:
                 raise StreamCut(f"the results stream was cut ({type(exc).__name__})") from exc
             raise
 
+    def model(self, model_id: str) -> dict:
+        """What the Models API says of a model id: {id, display_name, created_at}. NotFound when the key
+        cannot use it (unknown or retired)."""
+        info = self._call(self.client.models.retrieve, model_id)
+        return {"id": info.id, "display_name": getattr(info, "display_name", None),
+                "created_at": _iso(getattr(info, "created_at", None))}
+
     def message(self, params: dict, *, timeout: float | None = None) -> dict:
         """One standard Messages API call (for --now); retries are the caller's."""
         client = self.client.with_options(max_retries=0, timeout=timeout or self.client.timeout)
         msg = self._call(client.messages.create, **params)
         return msg.model_dump(mode="json")
+
+
+def sdk_models() -> tuple[list[str], dict[str, str]]:
+    """(the model ids the installed SDK lists, deprecated id → end-of-life date) from the SDK's own data."""
+    import typing
+
+    import anthropic.types
+
+    ids = [a for a in typing.get_args(typing.get_args(anthropic.types.Model)[0]) if isinstance(a, str)] \
+        if typing.get_args(anthropic.types.Model) else []
+    try:
+        from anthropic._data.deprecated_models import DEPRECATED_MODELS
+    except ImportError:  # an SDK without the table
+        DEPRECATED_MODELS = {}
+    return ids, dict(DEPRECATED_MODELS)
+
+
+def message_param_names() -> frozenset[str]:
+    """The top-level params the installed SDK's Messages API types declare (plus the sampling ones)."""
+    from anthropic.types import message_create_params
+
+    names = set(message_create_params.MessageCreateParamsBase.__annotations__)
+    return frozenset(names | {"temperature", "top_p", "top_k", "stream"})

@@ -77,19 +77,52 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in NO_CONFIG_COMMANDS:
             _ = ctx.config  # a bad config file is reported before anything else happens
         return int(args.func(args, ctx) or 0)
-    except UserError as exc:
-        print(exc.render(), file=sys.stderr)
-        return exc.exit_code
-    except sqlite3.DatabaseError as exc:  # a damaged page or a full disk met after the store was opened
-        from tegbatchd.store import StoreError
-
-        print(StoreError.unusable(ctx.paths.db_path, exc).render(), file=sys.stderr)
-        return StoreError.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - every error type becomes one line and an exit code
+        line, code = render_error(exc, ctx, verbose=args.verbose)
+        if code is None:
+            raise
+        print(line, file=sys.stderr)
+        return code
     finally:
         ctx.close()
+
+
+def render_error(exc: BaseException, ctx, *, verbose: bool = False) -> tuple[str, int | None]:
+    """The one line (problem — next step) and the documented exit code for any error (None: re-raise)."""
+    from tegbatchd import api as api_mod
+    from tegbatchd import errors
+
+    if isinstance(exc, UserError):
+        return exc.render(), exc.exit_code
+    if isinstance(exc, api_mod.AuthRejected):
+        return ("error: the API key was rejected — check ANTHROPIC_API_KEY or your api_key_file; "
+                "nothing more was sent", errors.EXIT_AUTH)
+    if isinstance(exc, api_mod.BillingError):
+        return f"error: {exc} — top up your Anthropic balance, then run the same command again", errors.EXIT_FAILED
+    if isinstance(exc, api_mod.Unavailable | api_mod.Unclear | api_mod.StreamCut | api_mod.NotFound):
+        return (f"error: {exc} — nothing was lost; try again later (or let the daemon do it)",
+                errors.EXIT_UNAVAILABLE)
+    if isinstance(exc, api_mod.ApiError):
+        return f"error: {exc} — check the request; nothing was lost", errors.EXIT_FAILED
+    if isinstance(exc, sqlite3.DatabaseError):  # a damaged page or a full disk met after the store was opened
+        from tegbatchd.store import StoreError
+
+        return StoreError.unusable(ctx.paths.db_path, exc).render(), errors.EXIT_STATE
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (f"error: {exc.strerror or exc}{where} — free space or fix permissions, then run it again; "
+                "what was written is kept", errors.EXIT_FAILED)
+    if isinstance(exc, Exception):
+        if verbose:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        logging.getLogger("tegbatchd").debug("internal error", exc_info=exc)
+        return (f"error: internal error ({type(exc).__name__}: {exc}) — please report it (run with -v for "
+                "details); nothing recorded was lost", errors.EXIT_INTERNAL)
+    return "", None
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:

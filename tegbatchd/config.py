@@ -74,6 +74,10 @@ SCHEMA: dict[str, Any] = {
         "max_requests": _number(1, API_MAX_REQUESTS, integer=True),
         "max_bytes": _number(1024, API_MAX_BYTES, integer=True),
     },
+    "retry": {
+        "max_attempts": _number(1, 10, integer=True),
+        "truncated_factor": _number(1, 16, lo_open=True),
+    },
     "now": {
         "tokens_per_minute": _number(1000, integer=True),
         "concurrency": _number(1, 64, integer=True),

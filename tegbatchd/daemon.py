@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from tegbatchd.backoff import backoff
 from tegbatchd.context import Context
 from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
@@ -155,9 +156,15 @@ class Daemon:
         if self._poll_ctx is None:
             self._poll_ctx = self.make_context()
         ctx = self._poll_ctx
-        if not force and not ctx.store.has_pending():
-            return None
-        report = poll_once(ctx, due_only=not force, now=datetime.now(UTC))
+        try:
+            if not force and not ctx.store.has_pending():
+                return None
+            report = poll_once(ctx, due_only=not force, now=datetime.now(UTC))
+        except Exception as exc:  # noqa: BLE001 - the daemon never dies of a cycle: logged, then backed off
+            from tegbatchd.polling import PollReport
+
+            log.exception("poll cycle failed; backing off and trying again")
+            return PollReport(error="internal", error_detail=f"{type(exc).__name__}: {exc}")
         if not report.api_calls and not report.error and not report.changes:
             return None if not force else report
         for change in report.changes:
@@ -165,14 +172,14 @@ class Daemon:
         return report
 
     def _after_poll(self, report, now: float) -> None:
-        if report.error in ("unavailable", "no_key"):
+        if report.error in ("unavailable", "no_key", "internal"):
             self._failures += 1
             if self._problem is None:
                 log.warning("API problem, backing off (logged once until it recovers): %s", report.error_detail)
             self._problem = report.error_detail
             interval = self.ctx.config["poll_interval_minutes"] * 60
             cap = self.ctx.config["max_poll_interval_minutes"] * 60
-            self._backoff_until = now + min(cap, interval * 2 ** min(self._failures - 1, 6))
+            self._backoff_until = now + backoff(self._failures, first=interval, cap=max(cap, interval))
         elif report.error == "key_rejected":
             if self._key_rejected_at is None:
                 log.error("the API key was rejected: waiting for a config change (or %d h)", KEY_REJECTED_WAIT // 3600)

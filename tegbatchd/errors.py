@@ -1,4 +1,19 @@
-"""Errors a person sees: one line naming the problem and the next step, and an exit code."""
+"""Errors a person sees: one line naming the problem and the next step, and an exit code.
+
+Exit codes (the README lists them): 0 ok; 1 some of the work failed or was interrupted; 2 bad input or
+config; 3 not ready yet (a batch still running, another process busy); 4 the API is unreachable;
+5 no API key, or the key was rejected; 6 recorded but not confirmed by the API (sent or reconciled by
+the next poll, never twice); 7 the state database cannot be used; 70 an internal error (a bug).
+"""
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_READY = 3
+EXIT_UNAVAILABLE = 4
+EXIT_AUTH = 5
+EXIT_UNCONFIRMED = 6
+EXIT_STATE = 7
+EXIT_INTERNAL = 70
 
 
 class UserError(Exception):

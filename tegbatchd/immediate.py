@@ -22,15 +22,17 @@ from pathlib import Path
 
 from tegbatchd import api as api_mod
 from tegbatchd.costs import recorded_cost
-from tegbatchd.errors import UserError
+from tegbatchd.engine.events import Assembled, StagePlanned, StageSkipped, StageSubmitted
+from tegbatchd.engine.loop import advance
+from tegbatchd.engine.states import IntentState, JobState, Outcome
+from tegbatchd.errors import EXIT_AUTH, UserError
 from tegbatchd.locks import file_lock
 from tegbatchd.outputs import AtomicWriter, message_text
 from tegbatchd.pacing import TokenBudget, backoff_delay, estimate_tokens
-from tegbatchd.pipelines import finish_job, get_pipeline
 from tegbatchd.polling import make_client
 from tegbatchd.retrieval import _usage as usage_fields
 from tegbatchd.store import now_iso
-from tegbatchd.submission import Item, items_from_plan, record_stage
+from tegbatchd.submission import Item
 
 GROUP = 20                # answers written, synced once, then recorded in one transaction
 MESSAGE_TIMEOUT = 600.0   # seconds for one non-streaming call (long narratives take minutes)
@@ -116,76 +118,103 @@ def _lock_path(ctx, job_id: str) -> Path:
     return ctx.paths.lock_dir / f"now-{job_id}.lock"
 
 
-def _settle_interrupted(ctx) -> None:
+def settle_interrupted(ctx) -> None:
     """Mark `--now` jobs whose process died (their lock is free) as canceled, so none stays 'active'."""
     store = ctx.store
     for job in store.list_jobs(include_finished=False):
-        if job["mode"] != "now" or job["state"] != "active":
+        if job["mode"] != "now" or job["state"] != JobState.ACTIVE:
             continue
         with file_lock(_lock_path(ctx, job["id"]), wait=0) as free:
             if not free:
                 continue  # its process is still running
-            if store.get_job(job["id"])["state"] == "active":
-                store.set_job_state(job["id"], "canceled")
+            if store.move_job(job["id"], JobState.CANCELED):
                 store.add_event("job_interrupted", "its --now run stopped before the end", job_id=job["id"])
             _lock_path(ctx, job["id"]).unlink(missing_ok=True)
+
+
+class NowSender:
+    """The engine's sender for `--now`: a stage's recorded requests go to the Messages API at once,
+    `now.concurrency` at a time, and each answer is written and recorded as it comes."""
+
+    driver = "now"
+    intent_state = IntentState.NOW
+
+    def __init__(self, sender: Sender, run: NowRun, concurrency: int):
+        self.sender = sender
+        self.run = run
+        self.concurrency = concurrency
+
+    def api_client(self):
+        return self.sender.client
+
+    def send(self, ctx, job: dict, intent_ids: list[int]) -> tuple[list[str], list[str]]:
+        store = ctx.store
+        rows: dict[str, dict] = {}
+        items: list[Item] = []
+        for intent_id in intent_ids:
+            intent = store.get_intent(intent_id)
+            mine = {r["custom_id"]: r for r in store.requests_of_intent(intent_id) if r["outcome"] is None}
+            with open(intent["archive"], "rb") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    cid = json.loads(line)["custom_id"]
+                    row = mine.get(cid)
+                    if row is not None:
+                        rows[cid] = row
+                        items.append(Item(cid, line.rstrip(b"\r\n"), Path(row["output_path"]), row["model"],
+                                          row["max_tokens"]))
+        stage_ids = {store.get_intent(i)["stage_id"] for i in intent_ids}
+        names = [s["name"] for s in store.stages(job["id"]) if s["id"] in stage_ids]
+        ctx.say(f"Stage {', '.join(names)}: {len(items)} request(s)")
+        _send_all(ctx, self.sender, items, rows, self.run, self.concurrency, Path(job["data_root"]))
+        return [], []
 
 
 def run_job_now(ctx, kind: str, spec: dict, title: str, stages: list[str]) -> int:
     """Given a job's spec, run every stage now through the Messages API; return the exit code (0: done).
 
-    Raise UserError "the API key was rejected" (job failed, what was written kept) or on a write error.
+    The same engine loop as batch mode, with NowSender. Raise UserError "the API key was rejected" (job
+    failed, what was written kept) or on a write error.
     """
     from tegbatchd.actions.submit import new_job_id
 
     client = make_client(ctx)  # no key: nothing is recorded
     store, settings = ctx.store, ctx.config["now"]
-    _settle_interrupted(ctx)
+    settle_interrupted(ctx)
     job_id = store.create_job(new_job_id(), kind, title, spec, str(ctx.data_root), stages, mode="now")
-    sender = Sender(client, TokenBudget(settings["tokens_per_minute"]), settings["max_attempts"])
     run = NowRun(job_id)
+    sender = NowSender(Sender(client, TokenBudget(settings["tokens_per_minute"]), settings["max_attempts"]), run,
+                       settings["concurrency"])
     ctx.say(f"NOW — {title} (standard Messages API, full price)\nJob: {job_id}")
     with file_lock(_lock_path(ctx, job_id), wait=0):
+        def show(event) -> None:
+            if isinstance(event, StagePlanned | StageSkipped):
+                for note in event.notes:
+                    ctx.say(f"note: {note}")
+            if isinstance(event, StageSkipped):
+                ctx.say(f"Stage {event.stage}: nothing to send")
+            elif isinstance(event, Assembled):
+                ctx.say(f"  assembled {event.files} file(s)")
+            elif not isinstance(event, StagePlanned | StageSubmitted):
+                ctx.say(str(event))
+
         try:
-            for stage in store.stages(job_id):
-                _run_stage(ctx, sender, store.get_job(job_id), stage, run, settings["concurrency"])
+            advance(ctx, job_id, sender, wait=30, on_event=show)
         except api_mod.AuthRejected:
-            store.set_job_state(job_id, "failed")
+            store.move_job(job_id, JobState.FAILED)
             store.add_event("job_failed", "the API key was rejected", job_id=job_id)
             raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file; "
-                            "nothing more was sent") from None
+                            "nothing more was sent", exit_code=EXIT_AUTH) from None
         except BaseException:
-            store.set_job_state(job_id, "canceled")
-            store.add_event("job_interrupted", "the --now run stopped before the end", job_id=job_id)
+            if store.move_job(job_id, JobState.CANCELED):
+                store.add_event("job_interrupted", "the --now run stopped before the end", job_id=job_id)
             raise
-        finish_job(ctx, store.get_job(job_id))
+        run.assembled = store.job_files(job_id)
+        if store.get_job(job_id)["state"] == JobState.ACTIVE:  # stopped before every request was sent
+            store.move_job(job_id, JobState.CANCELED)
     _lock_path(ctx, job_id).unlink(missing_ok=True)
     return _report(ctx, run, title)
-
-
-def _run_stage(ctx, sender: Sender, job: dict, stage: dict, run: NowRun, concurrency: int) -> None:
-    store = ctx.store
-    pipeline = get_pipeline(job["kind"])
-    data_root = Path(job["data_root"])
-    plan = pipeline.build_stage(job["spec"], stage["seq"], data_root, ctx.config)
-    for note in plan.notes:
-        ctx.say(f"note: {note}")
-    done = {r["output_path"] for r in store.job_requests(job["id"]) if r["outcome"] == "succeeded"}
-    items = [i for i in items_from_plan(plan.requests, data_root) if str(i.output) not in done]
-    if not items:
-        store.set_stage_state(stage["id"], "skipped", plan.notes)
-        ctx.say(f"Stage {stage['name']}: nothing to send")
-        return
-    intent_ids = record_stage(ctx, job["id"], stage, items, intent_state="now")
-    store.set_stage_state(stage["id"], "running", plan.notes)
-    rows = {r["custom_id"]: r for i in intent_ids for r in store.requests_of_intent(i)}
-    ctx.say(f"Stage {stage['name']}: {len(items)} request(s)")
-    _send_all(ctx, sender, items, rows, run, concurrency, data_root)
-    store.set_stage_state(stage["id"], "retrieved")
-    written = pipeline.after_stage(job["spec"], stage["seq"], data_root, ctx.config)
-    run.assembled += [str(p) for p in written]
-    if written:
-        ctx.say(f"  assembled {len(written)} file(s)")
 
 
 def _send_all(ctx, sender: Sender, items: list[Item], rows: dict, run: NowRun, concurrency: int,
@@ -244,7 +273,7 @@ def _settle(ctx, writer: AtomicWriter, answer: Answer, rows: dict, run: NowRun, 
     if answer.message is None:
         run.failed.append({"custom_id": item.custom_id, "error_type": answer.error_type})
         ctx.say(f"  ✗ {item.custom_id}: {answer.error_type}{tries} — {answer.error_message[:200]}")
-        return {"id": row["id"], "outcome": "errored", "error_type": answer.error_type,
+        return {"id": row["id"], "outcome": Outcome.ERRORED, "error_type": answer.error_type,
                 "error_message": answer.error_message[:500]}
     try:
         sha = writer.write(item.output, message_text(answer.message))
@@ -257,7 +286,7 @@ def _settle(ctx, writer: AtomicWriter, answer: Answer, rows: dict, run: NowRun, 
     root = data_root.resolve()
     shown = item.output.relative_to(root) if item.output.is_relative_to(root) else item.output
     ctx.say(f"  ✓ {item.custom_id} → {shown} ({answer.seconds:.1f} s{tries}){truncated}")
-    return {"id": row["id"], "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
+    return {"id": row["id"], "outcome": Outcome.SUCCEEDED, "output_sha256": sha, "written_at": now_iso(),
             "stop_reason": answer.message.get("stop_reason"), **usage_fields(answer.message)}
 
 

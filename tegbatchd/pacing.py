@@ -11,6 +11,7 @@ import random
 import threading
 import time
 
+from tegbatchd.backoff import backoff
 from tegbatchd.costs import CHARS_PER_TOKEN
 
 BACKOFF_FIRST = 0.5   # seconds before the first retry; doubled for each further one
@@ -25,8 +26,7 @@ def estimate_tokens(json_bytes: int, max_tokens: int | None) -> int:
 
 def backoff_delay(retry: int, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number `retry` (1, 2, ...): 0.5 s doubling up to 8 s, half of it jitter."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (retry - 1))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    return backoff(retry, first=BACKOFF_FIRST, cap=BACKOFF_CAP, jitter=True, rng=rng)
 
 
 class TokenBudget:

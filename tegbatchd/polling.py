@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd import api as api_mod
+from tegbatchd.engine import outcome
+from tegbatchd.engine.events import Event
+from tegbatchd.engine.loop import BatchSender, advance
+from tegbatchd.engine.states import BATCH_GONE, JobState
 from tegbatchd.errors import UserError
-from tegbatchd.pipelines import advance_job
 from tegbatchd.retrieval import retrieve_batch
 from tegbatchd.submission import reconcile
 
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 ARCHIVE_AFTER = timedelta(days=29)
 ARCHIVE_WARNING = timedelta(days=3)
 LIST_PAGE = 100
+# A batch missing from the API (a transient 404 just after create, a list that lags) is given up only
+# after this long and this many polls: never on one answer.
+GONE_AFTER = timedelta(minutes=10)
+GONE_POLLS = 3
 
 
 @dataclass
@@ -27,13 +34,14 @@ class PollReport:
     pending_before: int = 0
     api_calls: int = 0
     changes: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     retrieved: list[dict] = field(default_factory=list)
     still_pending: int = 0
-    error: str | None = None         # unavailable | key_rejected
+    error: str | None = None         # unavailable | key_rejected | no_key | internal (daemon only)
     error_detail: str | None = None
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "events"}
 
 
 def _parse(ts: str | None) -> datetime | None:
@@ -79,14 +87,25 @@ def refresh_pending(ctx, client, pending: list[dict], now: datetime) -> list[str
         try:
             info = client.retrieve(batch_id)
         except api_mod.NotFound:
-            store.set_batch_local_state(batch_id, "failed", "the API no longer knows this batch")
-            changes.append(f"batch {batch_id} is gone from the API (deleted?)")
+            changes += _missing(store, batch_id, now)
             continue
         changes += _apply(store, waiting[batch_id], info, now, ctx.config)
     return changes
 
 
+def _missing(store, batch_id: str, now: datetime) -> list[str]:
+    """The API said it does not know a batch: give it up only once that has lasted (see GONE_AFTER)."""
+    since, polls = store.note_missing(batch_id, now.isoformat())
+    started = _parse(since) or now
+    if now - started < GONE_AFTER or polls < GONE_POLLS:
+        return []
+    store.settle_batch(batch_id, BATCH_GONE, f"the API has not known this batch since {since}")
+    return [f"batch {batch_id} is gone from the API (deleted?); its requests are failures retry can resend"]
+
+
 def _apply(store, old: dict, info: dict, now: datetime, config) -> list[str]:
+    if old.get("missing_since"):
+        store.note_missing(info["id"], None)
     store.update_batch_status(info, next_poll_at=next_poll_time(info["created_at"], now, config).isoformat())
     if info["processing_status"] != old["api_status"]:
         return [f"batch {info['id']}: {old['api_status']} → {info['processing_status']}"]
@@ -94,21 +113,16 @@ def _apply(store, old: dict, info: dict, now: datetime, config) -> list[str]:
 
 
 def _archive_warnings(ctx, now: datetime) -> None:
+    """Ended batches not retrieved 3 days before their results are archived: one notice per job."""
     for batch in ctx.store.pending_batches():
         created = _parse(batch["created_at"])
         if created and batch["api_status"] == "ended" and created + ARCHIVE_AFTER - now < ARCHIVE_WARNING:
             days = max(0, (created + ARCHIVE_AFTER - now).days)
-            ctx.store.add_notice(f"archive-soon:{batch['id']}", "archive_soon",
-                                 f"Results of {batch['id']} are archived in {days} day(s)",
-                                 f"Run: tegbatchd retrieve {batch['id']}", job_id=batch["job_id"], urgency="critical")
-
-
-def _expiry_notices(ctx, batch_id: str) -> None:
-    batch = ctx.store.get_batch(batch_id)
-    if batch and batch["expired"]:
-        ctx.store.add_notice(f"batch-expired:{batch_id}", "batch_expired",
-                             f"{batch['expired']} request(s) of {batch_id} expired",
-                             f"Run: tegbatchd retry {batch_id}", job_id=batch["job_id"], urgency="critical")
+            job = ctx.store.get_job(batch["job_id"])
+            ctx.store.add_notice(f"archive-soon:{batch['job_id']}", "archive_soon",
+                                 f"{job['title']}: results are archived in {days} day(s)",
+                                 f"Run: tegbatchd retrieve {batch['job_id']}", job_id=batch["job_id"],
+                                 urgency="critical")
 
 
 def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None = None) -> PollReport:
@@ -122,7 +136,7 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
         return report
     pending = store.pending_batches()
     report.pending_before = len(pending)
-    if due_only and not _anything_due(store, pending, now, ctx.config):
+    if due_only and not _anything_due(ctx, pending, now):
         report.still_pending = len(pending)
         return report
     holder: dict = {"client": client}
@@ -133,7 +147,12 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
         return holder["client"]
 
     try:
-        report.changes += reconcile(ctx, get_client()) if store.open_intents() else []
+        blocked: list[tuple[str, str]] = []
+        report.changes += reconcile(ctx, get_client(), blocked) if store.open_intents() else []
+        for job_id, reason in blocked:
+            job = store.get_job(job_id)
+            if job and job["state"] == JobState.ACTIVE:
+                outcome.block(ctx, job, reason, kind="billing", next_step=f"top up, then tegbatchd retry {job_id}")
         pending = store.pending_batches()
         report.changes += refresh_pending(ctx, get_client(), pending, now) if pending else []
         for batch in store.pending_batches():
@@ -141,20 +160,24 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
                 continue
             try:
                 result = retrieve_batch(ctx, get_client(), batch["id"], wait=0)
-            except UserError as exc:  # e.g. disk full: recorded, the batch stays retrievable
-                report.changes.append(f"batch {batch['id']}: {exc.message}")
+            except (api_mod.AuthRejected, api_mod.Unavailable):
+                raise
+            except api_mod.NotFound:  # a transient 404: the next poll tries again
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. disk full: recorded, the batch stays retrievable
+                text = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                log.warning("batch %s: %s", batch["id"], text, exc_info=not isinstance(exc, UserError | OSError))
+                store.add_event("retrieve_error", text, job_id=batch["job_id"], batch_id=batch["id"])
+                report.changes.append(f"batch {batch['id']}: {text}")
                 continue
             if result.state in ("retrieved", "already", "incomplete", "archived"):
                 report.retrieved.append(result.as_dict())
                 report.changes.append(f"batch {batch['id']}: {_retrieved_line(result)}")
-                _expiry_notices(ctx, batch["id"])
+        sender = BatchSender(get_client)
         for job in store.active_jobs():
-            try:
-                report.changes += advance_job(ctx, get_client, job)
-            except UserError as exc:  # e.g. the scores file moved: this job waits, the others go on
-                message = f"{job['title']}: cannot go on ({exc.message})"
-                store.add_event("job_blocked", message, job_id=job["id"])
-                report.changes.append(message)
+            done = advance(ctx, job["id"], sender)
+            report.events += done.events
+            report.changes += [str(e) for e in done.events]
         _archive_warnings(ctx, now)
         store.kv_set("key_rejected_since", None)
     except api_mod.AuthRejected:
@@ -183,11 +206,15 @@ def _retrieved_line(result) -> str:
     return f"retrieved {result.succeeded}/{result.total} successful, {len(result.written)} file(s) written"
 
 
-def _anything_due(store, pending: list[dict], now: datetime, config) -> bool:
+def _anything_due(ctx, pending: list[dict], now: datetime) -> bool:
+    from tegbatchd.engine.decide import Idle, Wait, next_step
+    from tegbatchd.engine.loop import load_view
+
+    store, config = ctx.store, ctx.config
     if store.open_intents():
         return True
     for job in store.active_jobs():
-        if any(s["state"] == "waiting" for s in store.stages(job["id"])):
+        if not isinstance(next_step(load_view(ctx, job)), Wait | Idle):
             return True
     interval = timedelta(minutes=config["poll_interval_minutes"])
     for batch in pending:

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from tegbatchd import api as api_mod
+from tegbatchd.engine.states import ARCHIVED, MISSING_RESULT, BatchState, Outcome
 from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
 from tegbatchd.outputs import AtomicWriter, message_text, remove_stale_temps
@@ -62,11 +63,11 @@ def _outcome(result: dict) -> dict:
     if kind == "errored":
         envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
         inner = envelope.get("error") if isinstance(envelope.get("error"), dict) else envelope
-        return {"outcome": "errored", "error_type": _text(inner.get("type")) or "unknown_error",
+        return {"outcome": Outcome.ERRORED, "error_type": _text(inner.get("type")) or "unknown_error",
                 "error_message": _text(inner.get("message"), 500) or ""}
-    if kind in ("canceled", "expired"):
-        return {"outcome": kind}
-    return {"outcome": "errored", "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"[:500]}
+    if kind in (Outcome.CANCELED, Outcome.EXPIRED):
+        return {"outcome": Outcome(kind)}
+    return {"outcome": Outcome.ERRORED, "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"[:500]}
 
 
 def _parse(line: bytes) -> tuple[str, dict] | None:
@@ -106,7 +107,7 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         rows = store.retrieval_rows(batch_id)
         rewritten = _verify_written(store, rows)
         if batch["api_status"] != "ended":
-            info = client.retrieve(batch_id)
+            info = client.retrieve(batch_id)  # NotFound just after create: raised, the caller tries later
             store.update_batch_status(info)
             batch = store.get_batch(batch_id)
             if batch["api_status"] != "ended":
@@ -114,17 +115,19 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         remaining = {cid for cid, r in rows.items() if not r.done}.union(rewritten)
         report = RetrieveReport(batch_id, "ended", "retrieved", total=len(rows))
         if not remaining:
-            if batch["local_state"] != "retrieved":
-                store.set_batch_local_state(batch_id, "retrieved")
+            if batch["local_state"] != BatchState.RETRIEVED:
+                store.move_batch(batch_id, BatchState.RETRIEVED)
             report.state = "already"
             _summarize(report, store, batch_id)
             return report
         if batch["archived_at"]:
-            store.set_batch_local_state(batch_id, "failed", "results archived before retrieval")
             report.state = "archived"
-            report.message = "its results were archived (29 days after creation) before they were retrieved"
+            report.message = ("its results were archived (29 days after creation) before they were retrieved: "
+                              f"{len(remaining)} request(s) recorded as failures of kind archived")
+            store.settle_batch(batch_id, ARCHIVED, "results archived before they were retrieved")
+            _summarize(report, store, batch_id)
             return report
-        store.set_batch_local_state(batch_id, "retrieving")
+        store.move_batch(batch_id, BatchState.RETRIEVING)
         remove_stale_temps({os.path.dirname(rows[c].output_path) for c in remaining})
         if rewritten:
             report.anomalies.append(f"{len(rewritten)} recorded file(s) were missing and will be written again")
@@ -132,10 +135,10 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         if report.state == "retrieved":
             missing = sorted(remaining)
             if missing:
-                store.record_results([{"id": rows[c].id, "outcome": "errored", "error_type": "missing_result",
+                store.record_results([{"id": rows[c].id, "outcome": Outcome.ERRORED, "error_type": MISSING_RESULT,
                                        "error_message": "no result line for this request"} for c in missing])
                 report.anomalies.append(f"{len(missing)} request(s) had no result line")
-            store.set_batch_local_state(batch_id, "retrieved")
+            store.move_batch(batch_id, BatchState.RETRIEVED)
             _summarize(report, store, batch_id)
             _write_summary(ctx, batch_id, report)
         return report
@@ -185,7 +188,7 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                     raise UserError(f"cannot write {path}: {exc.strerror}",
                                     next_step=f"free space or fix permissions, then `tegbatchd retrieve {batch_id}` "
                                               "(what was written is kept)") from None
-                record = {"id": row.id, "outcome": "succeeded", "output_sha256": sha, "written_at": now_iso(),
+                record = {"id": row.id, "outcome": Outcome.SUCCEEDED, "output_sha256": sha, "written_at": now_iso(),
                           "stop_reason": _text(message.get("stop_reason")), **_usage(message)}
                 report.written.append(path)  # the row's own string: 8 bytes per file
                 if on_file:

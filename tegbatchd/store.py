@@ -12,15 +12,28 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tegbatchd.engine.states import (
+    BATCH_MOVES,
+    INTENT_MOVES,
+    JOB_MOVES,
+    STAGE_MOVES,
+    BatchState,
+    IntentState,
+    JobState,
+    Outcome,
+    StageState,
+    predecessors,
+)
 from tegbatchd.errors import UserError
 from tegbatchd.paths import FILE_MODE
 
 BUSY_TIMEOUT_MS = 60_000
-TERMINAL_JOB_STATES = ("done", "partial", "failed", "canceled")
+TERMINAL_JOB_STATES = tuple(str(s) for s in (JobState.DONE, JobState.PARTIAL, JobState.FAILED, JobState.CANCELED))
 
 
 def now_iso() -> str:
@@ -73,6 +86,26 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE INDEX intents_stage ON intents(stage_id)",
         "CREATE INDEX stages_job ON stages(job_id)",
     ]),
+    ("the job engine: blocked jobs, user cancels, attempts, files assembled locally, one stage vocabulary", [
+        "ALTER TABLE jobs ADD COLUMN blocked_reason TEXT",
+        "ALTER TABLE jobs ADD COLUMN blocked_kind TEXT",
+        "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN outcomes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE batches ADD COLUMN canceled_by_user INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE batches ADD COLUMN missing_since TEXT",
+        "ALTER TABLE batches ADD COLUMN missing_polls INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE requests ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+        """CREATE TABLE job_files(
+            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, path TEXT NOT NULL,
+            stage_seq INTEGER NOT NULL, written_at TEXT NOT NULL, PRIMARY KEY(job_id, path))""",
+        "CREATE INDEX requests_open ON requests(intent_id) WHERE outcome IS NULL",
+        "UPDATE stages SET state='done' WHERE state='retrieved'",
+        "UPDATE stages SET state='waiting' WHERE state='building'",
+        "UPDATE stages SET state='submitted' WHERE state='running'",
+        "UPDATE requests SET outcome='errored', error_type='batch_gone', error_message='the API no longer knows "
+        "its batch' WHERE outcome IS NULL AND intent_id IN (SELECT intent_id FROM batches WHERE local_state='failed')",
+        "UPDATE batches SET local_state='retrieved' WHERE local_state='failed'",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -84,6 +117,17 @@ class RetrievalRow(NamedTuple):
     output_path: str
     done: bool        # has an outcome
     written: bool     # its output file was written
+
+
+@dataclass
+class PlannedIntent:
+    """One batch to record: its archive (written before), and its requests as rows (custom_id, output path,
+    model, max_tokens[, attempt]); `replaces` lists (request id, custom_id) of the failed attempts it resends."""
+
+    archive: str
+    byte_size: int
+    rows: list[tuple] = field(default_factory=list)
+    replaces: list[tuple[int, str]] = field(default_factory=list)
 
 
 class StoreError(UserError):
@@ -232,10 +276,10 @@ class Store:
         with self.tx() as c:
             c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
                       "VALUES(?,?,?,?,?,?,?,?)",
-                      (job_id, kind, title, json.dumps(spec), data_root, mode, "active", now_iso()))
+                      (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso()))
             for seq, name in enumerate(stage_names):
                 c.execute("INSERT INTO stages(job_id, seq, name, state) VALUES(?,?,?,?)",
-                          (job_id, seq, name, "waiting"))
+                          (job_id, seq, name, StageState.WAITING))
         return job_id
 
     def get_job(self, job_id: str) -> dict | None:
@@ -246,12 +290,12 @@ class Store:
 
     def list_jobs(self, *, include_finished: bool = True, limit: int | None = None) -> list[dict]:
         sql = "SELECT * FROM jobs"
-        if not include_finished:
-            sql += " WHERE state='active' OR finished_at > ?"
-        sql += " ORDER BY created_at DESC, rowid DESC"
         args: list[Any] = []
-        if not include_finished:
-            args.append(datetime.fromtimestamp(time.time() - 7 * 86400, UTC).isoformat())
+        if not include_finished:  # unfinished jobs always; finished ones for a week
+            sql += " WHERE state IN (?,?) OR finished_at > ?"
+            args += [JobState.ACTIVE, JobState.BLOCKED,
+                     datetime.fromtimestamp(time.time() - 7 * 86400, UTC).isoformat()]
+        sql += " ORDER BY created_at DESC, rowid DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         jobs = self._all(sql, args)
@@ -261,12 +305,46 @@ class Store:
 
     def active_jobs(self) -> list[dict]:
         """Active jobs the poller drives: batch mode only (a `--now` job is run by its own process)."""
-        return [j for j in self.list_jobs() if j["state"] == "active" and j["mode"] != "now"]
+        jobs = self._all("SELECT * FROM jobs WHERE state=? AND mode!='now' ORDER BY created_at, rowid",
+                         (JobState.ACTIVE,))
+        for job in jobs:
+            job["spec"] = json.loads(job["spec"])
+        return jobs
 
-    def set_job_state(self, job_id: str, state: str) -> None:
-        finished = now_iso() if state in TERMINAL_JOB_STATES else None
+    def claiming_jobs(self) -> list[dict]:
+        """Jobs whose outputs are still to be written (active or blocked), for the one-job-per-output rule."""
+        jobs = self._all("SELECT * FROM jobs WHERE state IN (?,?) ORDER BY created_at", (JobState.ACTIVE,
+                                                                                         JobState.BLOCKED))
+        for job in jobs:
+            job["spec"] = json.loads(job["spec"])
+        return jobs
+
+    def job_output_paths(self, job_id: str) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT r.output_path FROM requests r JOIN intents i ON i.id=r.intent_id "
+            "JOIN stages s ON s.id=i.stage_id WHERE s.job_id=?", (job_id,))}
+
+    @staticmethod
+    def _move(c: sqlite3.Connection, table: str, moves: dict, row_id: Any, to: Any, extra: str = "",
+              args: tuple = ()) -> bool:
+        """Compare-and-set a state: only from a state the engine allows to reach `to`."""
+        allowed = predecessors(moves, to)
+        marks = ",".join("?" * len(allowed))
+        cur = c.execute(f"UPDATE {table} SET state=?{extra} WHERE id=? AND state IN ({marks})",
+                        (str(to), *args, row_id, *allowed))
+        return cur.rowcount == 1
+
+    def move_job(self, job_id: str, to: JobState, *, reason: str | None = None, kind: str | None = None) -> bool:
+        """Move a job to `to` (finished_at set for a final state; a blocked job keeps its reason)."""
+        finished = now_iso() if str(to) in TERMINAL_JOB_STATES else None
         with self.tx() as c:
-            c.execute("UPDATE jobs SET state=?, finished_at=? WHERE id=?", (state, finished, job_id))
+            return self._move(c, "jobs", JOB_MOVES, job_id, to,
+                              ", finished_at=?, blocked_reason=?, blocked_kind=?, outcomes=outcomes+?",
+                              (finished, reason, kind, 1 if finished else 0))
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
 
     def stages(self, job_id: str) -> list[dict]:
         rows = self._all("SELECT * FROM stages WHERE job_id=? ORDER BY seq", (job_id,))
@@ -274,40 +352,123 @@ class Store:
             row["notes"] = json.loads(row["notes"]) if row["notes"] else []
         return rows
 
-    def set_stage_state(self, stage_id: int, state: str, notes: list[str] | None = None) -> None:
+    def move_stage(self, stage_id: int, to: StageState, notes: list[str] | None = None) -> bool:
         with self.tx() as c:
             if notes is None:
-                c.execute("UPDATE stages SET state=? WHERE id=?", (state, stage_id))
-            else:
-                c.execute("UPDATE stages SET state=?, notes=? WHERE id=?", (state, json.dumps(notes), stage_id))
+                return self._move(c, "stages", STAGE_MOVES, stage_id, to)
+            return self._move(c, "stages", STAGE_MOVES, stage_id, to, ", notes=?", (json.dumps(notes),))
 
-    def claim_stage(self, stage_id: int, from_state: str, to_state: str) -> bool:
-        """Move a stage from one state to another only if it is still in from_state (one winner)."""
+    def record_job_file(self, job_id: str, path: str, stage_seq: int) -> None:
+        """A file the job wrote itself (a combined or assembled file), counted with its outputs."""
         with self.tx() as c:
-            cur = c.execute("UPDATE stages SET state=? WHERE id=? AND state=?", (to_state, stage_id, from_state))
-            return cur.rowcount == 1
+            c.execute("INSERT INTO job_files(job_id, path, stage_seq, written_at) VALUES(?,?,?,?) "
+                      "ON CONFLICT(job_id, path) DO UPDATE SET written_at=excluded.written_at",
+                      (job_id, path, stage_seq, now_iso()))
 
-    # --- intents (recorded before create) and batches ---------------------------------------------
-    def create_intent(self, stage_id: int, archive: str, rows: list[tuple[str, str, str | None, int | None]],
-                      byte_size: int, state: str = "open") -> int:
-        """Record an intent and its requests (custom_id, absolute output path, model, max_tokens).
+    def job_files(self, job_id: str) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT path FROM job_files WHERE job_id=? ORDER BY path", (job_id,))]
 
-        State 'open' is a batch to create (reconciled by the poller); 'now' is sent by `--now`, never batched.
-        """
-        with self.tx() as c:
-            cur = c.execute("INSERT INTO intents(stage_id, archive, request_count, byte_size, state, created_at) "
-                            "VALUES(?,?,?,?,?,?)", (stage_id, archive, len(rows), byte_size, state, now_iso()))
-            intent_id = cur.lastrowid
-            c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens) "
-                          "VALUES(?,?,?,?,?)", [(intent_id, *r) for r in rows])
+    # --- one logical step, one transaction ---------------------------------------------------------
+    def _insert_intent(self, c: sqlite3.Connection, stage_id: int, intent: PlannedIntent, state: str) -> int:
+        cur = c.execute("INSERT INTO intents(stage_id, archive, request_count, byte_size, state, created_at) "
+                        "VALUES(?,?,?,?,?,?)", (stage_id, intent.archive, len(intent.rows), intent.byte_size,
+                                                state, now_iso()))
+        intent_id = int(cur.lastrowid or 0)
+        c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens, attempt) "
+                      "VALUES(?,?,?,?,?,?)", [(intent_id, *r[:4], r[4] if len(r) > 4 else 1) for r in intent.rows])
+        for old_id, _cid in intent.replaces:
+            c.execute("UPDATE requests SET retried_by=? WHERE id=? AND retried_by IS NULL", (intent_id, old_id))
         return intent_id
 
+    def record_stage(self, stage_id: int, intents: list[PlannedIntent], notes: list[str], *,
+                     intent_state: IntentState = IntentState.OPEN) -> list[int]:
+        """Record a stage's intents with their requests and mark the stage submitted: one transaction, so a
+        crash leaves either nothing (the stage is built again) or all of it (the poller sends it)."""
+        with self.tx() as c:
+            ids = [self._insert_intent(c, stage_id, intent, intent_state) for intent in intents]
+            if not self._move(c, "stages", STAGE_MOVES, stage_id, StageState.SUBMITTED, ", notes=?",
+                              (json.dumps(notes),)):
+                raise RuntimeError(f"stage {stage_id} was moved by another process while it was built")
+            return ids
+
+    def record_retry(self, job_id: str, by_stage: dict[int, list[PlannedIntent]], *,
+                     intent_state: IntentState = IntentState.OPEN) -> list[int]:
+        """Record resubmissions (stage id → intents replacing failed attempts) in one transaction: the new
+        attempts, the old ones marked retried, their stages submitted again, every later stage reopened
+        (rebuilt for exactly what is missing) and the job active again."""
+        with self.tx() as c:
+            ids = []
+            seqs = {r[0]: r[1] for r in c.execute("SELECT id, seq FROM stages WHERE job_id=?", (job_id,))}
+            for stage_id, intents in by_stage.items():
+                ids += [self._insert_intent(c, stage_id, intent, intent_state) for intent in intents]
+                self._move(c, "stages", STAGE_MOVES, stage_id, StageState.SUBMITTED)
+            first = min(seqs[s] for s in by_stage)
+            for stage_id, seq in seqs.items():
+                if seq > first and stage_id not in by_stage:
+                    self._move(c, "stages", STAGE_MOVES, stage_id, StageState.WAITING)
+            self._move(c, "jobs", JOB_MOVES, job_id, JobState.ACTIVE,
+                       ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")
+            return ids
+
+    def reopen_job(self, job_id: str) -> bool:
+        """A blocked (or finished) job goes on: active again, its reason cleared."""
+        with self.tx() as c:
+            return self._move(c, "jobs", JOB_MOVES, job_id, JobState.ACTIVE,
+                              ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")
+
+    def job_view_rows(self, job_id: str) -> tuple[list[dict], list[dict]]:
+        """(stages, intents with their batch state and unsettled request count) of a job, for the engine."""
+        stages = self.stages(job_id)
+        intents = self._all(
+            "SELECT i.id, i.stage_id, i.state, b.local_state AS batch_state,"
+            " (SELECT count(*) FROM requests r WHERE r.intent_id=i.id AND r.outcome IS NULL) AS unsettled"
+            " FROM intents i JOIN stages s ON s.id=i.stage_id LEFT JOIN batches b ON b.intent_id=i.id"
+            " WHERE s.job_id=? ORDER BY i.id", (job_id,))
+        return stages, intents
+
+    def latest_failures(self, job_id: str) -> list[dict]:
+        """The latest attempt of each output of a job that failed and is not being retried, with what a
+        resubmission needs (archive, stage, batch, whether the person canceled its batch)."""
+        return self._all(
+            "SELECT r.*, i.archive, i.stage_id, i.batch_id, s.seq AS stage_seq, s.name AS stage_name,"
+            " coalesce(b.canceled_by_user, 0) AS user_canceled FROM requests r"
+            " JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
+            " LEFT JOIN batches b ON b.intent_id=i.id"
+            " WHERE s.job_id=? AND r.retried_by IS NULL AND r.outcome IS NOT NULL AND r.outcome!=?"
+            " ORDER BY r.id", (job_id, Outcome.SUCCEEDED))
+
+    def truncated_outputs(self, job_id: str) -> list[dict]:
+        """The latest successful attempts of a job that stopped at max_tokens."""
+        return self._all(
+            "SELECT r.*, i.archive, i.stage_id, s.seq AS stage_seq, s.name AS stage_name FROM requests r"
+            " JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
+            " WHERE s.job_id=? AND r.retried_by IS NULL AND r.outcome=? AND r.stop_reason='max_tokens'"
+            " ORDER BY r.id", (job_id, Outcome.SUCCEEDED))
+
+    def job_counts(self, job_id: str) -> dict[str, int]:
+        """Outputs of a job by their latest attempt: written, failed, in flight; files assembled; attempts."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(r.outcome=?),0), coalesce(sum(r.outcome IS NOT NULL AND r.outcome!=?),0),"
+            " coalesce(sum(r.outcome IS NULL),0), (SELECT count(*) FROM job_files f WHERE f.job_id=?),"
+            " (SELECT count(*) FROM requests r2 JOIN intents i2 ON i2.id=r2.intent_id JOIN stages s2 ON"
+            " s2.id=i2.stage_id WHERE s2.job_id=?), coalesce(sum(r.stop_reason='max_tokens' AND r.outcome=?),0)"
+            " FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
+            " WHERE s.job_id=? AND r.retried_by IS NULL",
+            (Outcome.SUCCEEDED, Outcome.SUCCEEDED, job_id, job_id, Outcome.SUCCEEDED, job_id)).fetchone()
+        return {"written": row[0], "failed": row[1], "in_flight": row[2], "assembled": row[3], "attempts": row[4],
+                "truncated": row[5]}
+
+    # --- intents (recorded before create) and batches ---------------------------------------------
     def get_intent(self, intent_id: int) -> dict | None:
         return self._one("SELECT * FROM intents WHERE id=?", (intent_id,))
 
-    def open_intents(self) -> list[dict]:
-        return self._all("SELECT i.*, s.job_id FROM intents i JOIN stages s ON s.id=i.stage_id "
-                         "WHERE i.state='open' ORDER BY i.id")
+    def open_intents(self, job_id: str | None = None) -> list[dict]:
+        sql = "SELECT i.*, s.job_id FROM intents i JOIN stages s ON s.id=i.stage_id WHERE i.state=?"
+        args: list[Any] = [IntentState.OPEN]
+        if job_id is not None:
+            sql += " AND s.job_id=?"
+            args.append(job_id)
+        return self._all(sql + " ORDER BY i.id", args)
 
     def intents_of_stage(self, stage_id: int) -> list[dict]:
         return self._all("SELECT * FROM intents WHERE stage_id=? ORDER BY id", (stage_id,))
@@ -315,17 +476,22 @@ class Store:
     def attach_batch(self, intent_id: int, batch: dict) -> None:
         """Record the batch an intent created (or was reconciled to). Idempotent."""
         with self.tx() as c:
-            c.execute("UPDATE intents SET state='created', batch_id=?, error=NULL WHERE id=?", (batch["id"], intent_id))
+            if not self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.CREATED, ", batch_id=?, error=NULL",
+                              (batch["id"],)):
+                return
             c.execute(
                 "INSERT OR IGNORE INTO batches(id, intent_id, created_at, expires_at, api_status, local_state, "
                 "processing, next_poll_at) VALUES(?,?,?,?,?,?,?,?)",
                 (batch["id"], intent_id, batch["created_at"], batch.get("expires_at"), batch["processing_status"],
-                 "submitted", batch["request_counts"]["processing"], None))
+                 BatchState.SUBMITTED, batch["request_counts"]["processing"], None))
             self._apply_status(c, batch)
 
-    def fail_intent(self, intent_id: int, error: str) -> None:
+    def fail_intent(self, intent_id: int, error: str, error_type: str) -> None:
+        """An intent refused for good: its requests become failures carrying the reason."""
         with self.tx() as c:
-            c.execute("UPDATE intents SET state='failed', error=? WHERE id=?", (error, intent_id))
+            self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.FAILED, ", error=?", (error,))
+            c.execute("UPDATE requests SET outcome=?, error_type=?, error_message=? WHERE intent_id=? "
+                      "AND outcome IS NULL", (Outcome.ERRORED, error_type, error[:500], intent_id))
 
     def known_batch_ids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT id FROM batches")}
@@ -342,6 +508,12 @@ class Store:
         return [r[0] for r in self.conn.execute("SELECT id FROM batches WHERE id LIKE ? ESCAPE '\\'",
                                                 (escaped + "%",))]
 
+    def find_jobs(self, prefix: str) -> list[str]:
+        """Job ids starting with prefix."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return [r[0] for r in self.conn.execute("SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\'",
+                                                (escaped + "%",))]
+
     def batches_of_job(self, job_id: str) -> list[dict]:
         return self._all(
             "SELECT b.*, s.seq AS stage_seq, s.name AS stage_name, i.request_count FROM batches b "
@@ -352,15 +524,16 @@ class Store:
         """Batches not yet ended on the API, or ended but not fully retrieved."""
         return self._all(
             "SELECT b.*, s.job_id FROM batches b JOIN intents i ON i.id=b.intent_id "
-            "JOIN stages s ON s.id=i.stage_id WHERE b.local_state IN ('submitted','retrieving') "
-            "ORDER BY b.created_at")
+            "JOIN stages s ON s.id=i.stage_id WHERE b.local_state IN (?,?) "
+            "ORDER BY b.created_at", (BatchState.SUBMITTED, BatchState.RETRIEVING))
 
     def has_pending(self) -> bool:
         """Anything the daemon must poll: unretrieved batches, open intents or active batch-mode jobs."""
         row = self.conn.execute(
-            "SELECT (SELECT count(*) FROM batches WHERE local_state IN ('submitted','retrieving'))"
-            " + (SELECT count(*) FROM intents WHERE state='open')"
-            " + (SELECT count(*) FROM jobs WHERE state='active' AND mode!='now')").fetchone()
+            "SELECT (SELECT count(*) FROM batches WHERE local_state IN (?,?))"
+            " + (SELECT count(*) FROM intents WHERE state=?)"
+            " + (SELECT count(*) FROM jobs WHERE state=? AND mode!='now')",
+            (BatchState.SUBMITTED, BatchState.RETRIEVING, IntentState.OPEN, JobState.ACTIVE)).fetchone()
         return row[0] > 0
 
     @staticmethod
@@ -384,11 +557,42 @@ class Store:
         with self.tx() as c:
             c.execute("UPDATE batches SET next_poll_at=? WHERE id=?", (when, batch_id))
 
-    def set_batch_local_state(self, batch_id: str, state: str, error: str | None = None) -> None:
-        retrieved = now_iso() if state == "retrieved" else None
+    def move_batch(self, batch_id: str, to: BatchState, error: str | None = None) -> bool:
+        retrieved = now_iso() if to == BatchState.RETRIEVED else None
+        allowed = predecessors(BATCH_MOVES, to)
         with self.tx() as c:
-            c.execute("UPDATE batches SET local_state=?, error=?, retrieved_at=coalesce(?, retrieved_at) WHERE id=?",
-                      (state, error, retrieved, batch_id))
+            cur = c.execute(f"UPDATE batches SET local_state=?, error=?, retrieved_at=coalesce(?, retrieved_at) "
+                            f"WHERE id=? AND local_state IN ({','.join('?' * len(allowed))})",
+                            (str(to), error, retrieved, batch_id, *allowed))
+            return cur.rowcount == 1
+
+    def settle_batch(self, batch_id: str, error_type: str, message: str) -> None:
+        """A batch whose results can no longer be had (archived, unknown to the API): every request of it
+        without an outcome becomes a failure of that kind (retry resends them), and the batch is settled."""
+        allowed = predecessors(BATCH_MOVES, BatchState.RETRIEVED)
+        with self.tx() as c:
+            c.execute("UPDATE requests SET outcome=?, error_type=?, error_message=? WHERE outcome IS NULL AND "
+                      "intent_id=(SELECT intent_id FROM batches WHERE id=?)",
+                      (Outcome.ERRORED, error_type, message[:500], batch_id))
+            c.execute(f"UPDATE batches SET local_state=?, error=?, retrieved_at=? WHERE id=? AND local_state IN "
+                      f"({','.join('?' * len(allowed))})",
+                      (BatchState.RETRIEVED, message, now_iso(), batch_id, *allowed))
+
+    def mark_canceled_by_user(self, batch_id: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE batches SET canceled_by_user=1 WHERE id=?", (batch_id,))
+
+    def note_missing(self, batch_id: str, since: str | None) -> tuple[str | None, int]:
+        """Record whether the API knew a batch at this poll (since: when it was first found missing; None: it
+        is known again); return (missing since, polls it has been missing)."""
+        with self.tx() as c:
+            if since is None:
+                c.execute("UPDATE batches SET missing_since=NULL, missing_polls=0 WHERE id=?", (batch_id,))
+            else:
+                c.execute("UPDATE batches SET missing_since=coalesce(missing_since, ?), missing_polls=missing_polls+1 "
+                          "WHERE id=?", (since, batch_id))
+            row = c.execute("SELECT missing_since, missing_polls FROM batches WHERE id=?", (batch_id,)).fetchone()
+            return (row[0], row[1]) if row else (None, 0)
 
     # --- requests and results ---------------------------------------------------------------------
     def requests_of_batch(self, batch_id: str) -> dict[str, dict]:
@@ -441,41 +645,12 @@ class Store:
             c.executemany("UPDATE requests SET outcome=NULL, output_sha256=NULL, written_at=NULL WHERE id=?",
                           [(i,) for i in request_ids])
 
-    def mark_retried(self, request_ids: list[int], intent_id: int) -> None:
-        with self.tx() as c:
-            c.executemany("UPDATE requests SET retried_by=? WHERE id=?", [(intent_id, i) for i in request_ids])
-
     def job_requests(self, job_id: str) -> list[dict]:
         """Every request of a job with its batch id and stage."""
         return self._all(
             "SELECT r.*, i.batch_id, s.seq AS stage_seq, s.name AS stage_name FROM requests r "
             "JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? "
             "ORDER BY r.id", (job_id,))
-
-    # One row per output of a job (its attempts grouped): the latest attempt decides (see job_progress).
-    _JOB_OUTPUTS = (
-        "SELECT max(r.outcome IS 'succeeded') AS ok, max(r.outcome IS NULL) AS open, min(s.seq) AS seq,"
-        " count(*) AS attempts, min(r.id) AS first_id, max(r.id) AS last_id FROM requests r"
-        " JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=?"
-        " GROUP BY r.output_path")
-
-    def job_output_counts(self, job_id: str) -> tuple[int, int, int, int, int]:
-        """(written: outputs with a successful attempt, ready: those of the last stage, pending: outputs
-        without success with an attempt still open, attempts: requests sent, last stage seq). Counted by
-        SQLite: a job of 100,000 requests costs no Python memory."""
-        return tuple(self.conn.execute(
-            f"WITH o AS ({self._JOB_OUTPUTS}), last AS (SELECT coalesce(max(seq), 0) AS seq FROM o)"
-            " SELECT coalesce(sum(ok), 0), coalesce(sum(ok AND o.seq=last.seq), 0),"
-            " coalesce(sum(NOT ok AND open), 0), coalesce(sum(attempts), 0), last.seq FROM o, last",
-            (job_id,)).fetchone())
-
-    def job_failed_outputs(self, job_id: str) -> list[tuple[str, str | None]]:
-        """(custom_id, batch_id) of the latest attempt of each output that failed in every attempt, in the
-        order of their first attempts."""
-        return [tuple(r) for r in self.conn.execute(
-            f"WITH o AS ({self._JOB_OUTPUTS}) SELECT l.custom_id, li.batch_id FROM o"
-            " JOIN requests l ON l.id=o.last_id JOIN intents li ON li.id=l.intent_id"
-            " WHERE NOT o.ok AND NOT o.open ORDER BY o.first_id", (job_id,))]
 
     def job_written_outputs(self, job_id: str) -> Iterator[tuple[int, str]]:
         """(stage seq, output path) of each successful request of a job, streamed."""

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from tegbatchd import api as api_mod
-from tegbatchd.errors import InputError, UserError
+from tegbatchd.engine.states import ARCHIVE_MISSING, CREATE_REFUSED, IntentState
+from tegbatchd.errors import InputError
 from tegbatchd.locks import file_lock
 from tegbatchd.outputs import render_output, resolve_inside
 from tegbatchd.paths import ensure_dir, write_private
+from tegbatchd.store import PlannedIntent
 
 log = logging.getLogger(__name__)
 
@@ -151,22 +154,48 @@ def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Ite
     return groups
 
 
-def record_stage(ctx, job_id: str, stage: dict, items: list[Item], *, intent_state: str = "open") -> list[int]:
-    """Archive each batch's requests (0600) and record one intent per batch. No API call.
+@dataclass
+class ArchivePart:
+    """One batch's worth of request lines, archived: items[start:stop] went into it."""
 
-    intent_state "now" records requests that `--now` sends itself (never created as a batch).
-    """
+    archive: str
+    byte_size: int
+    start: int
+    stop: int
+
+
+def archive_group(archive_dir: Path, prefix: str, lines: list[bytes], limits) -> list[ArchivePart]:
+    """Split request lines at the batch limits and archive each part (0600) under a fresh name.
+
+    Written before anything is recorded: a crash after it leaves an unused file, never a half record."""
+    parts: list[ArchivePart] = []
+    budget = int(limits["max_bytes"] * BYTES_MARGIN) - ENVELOPE
+    start = size = 0
+    bounds: list[tuple[int, int]] = []
+    for index, line in enumerate(lines):
+        cost = len(line) + 1
+        if index > start and (index - start >= limits["max_requests"] or size + cost > budget):
+            bounds.append((start, index))
+            start, size = index, 0
+        size += cost
+    if lines:
+        bounds.append((start, len(lines)))
+    for lo, hi in bounds:
+        archive = archive_dir / f"{prefix}-{secrets.token_hex(4)}.jsonl"
+        write_private(archive, (line + b"\n" for line in lines[lo:hi]))
+        parts.append(ArchivePart(str(archive), archive.stat().st_size, lo, hi))
+    return parts
+
+
+def archive_intents(ctx, job_id: str, stage: dict, items: list[Item]) -> list[PlannedIntent]:
+    """Archive a stage's items, one archive per batch, and return the intents to record (no API call)."""
     limits = ctx.config["batch_limits"]
+    split(items, limits["max_requests"], limits["max_bytes"])  # refuses a single request too large for a batch
     archive_dir = ensure_dir(ctx.paths.archive_dir)
-    intents = []
-    existing = len(ctx.store.intents_of_stage(stage["id"]))
-    for part, group in enumerate(split(items, limits["max_requests"], limits["max_bytes"]), start=existing):
-        archive = archive_dir / f"{job_id}-s{stage['seq']}-p{part}.jsonl"
-        write_private(archive, (i.line + b"\n" for i in group))
-        rows = [(i.custom_id, str(i.output), i.model, i.max_tokens) for i in group]
-        intents.append(ctx.store.create_intent(stage["id"], str(archive), rows, archive.stat().st_size,
-                                               state=intent_state))
-    return intents
+    parts = archive_group(archive_dir, f"{job_id}-s{stage['seq']}", [i.line for i in items], limits)
+    return [PlannedIntent(part.archive, part.byte_size,
+                          rows=[(i.custom_id, str(i.output), i.model, i.max_tokens) for i in items[part.start:part.stop]])
+            for part in parts]
 
 
 def _body(archive: Path) -> bytes:
@@ -177,16 +206,6 @@ def _body(archive: Path) -> bytes:
     lines[0] = b'{"requests":[' + lines[0]
     lines[-1] += b"]}"
     return b",".join(lines)
-
-
-def archived_lines(archive: Path, custom_ids: set[str]) -> list[bytes]:
-    """The archived request lines of the given custom_ids (what retry resubmits)."""
-    out = []
-    with archive.open("rb") as fh:
-        for line in fh:
-            if line.strip() and json.loads(line)["custom_id"] in custom_ids:
-                out.append(line.rstrip(b"\n"))
-    return out
 
 
 @dataclass
@@ -200,26 +219,34 @@ class SendResult:
 def send_intent(ctx, client, intent_id: int) -> SendResult:
     """Create the batch of an open intent, under the intent's lock.
 
-    Unclear outcome or API unavailable: the intent stays open for reconcile(). A definite 4xx: the
-    intent is marked failed and UserError raised. A rejected key: AuthRejected, the intent left open.
+    Unclear outcome or API unavailable: the intent stays open for reconcile(). A definite refusal: the
+    intent fails, its requests become failures of kind create_refused (retry can send them again). Its
+    archive gone: the intent fails (archive_missing). A rejected key (AuthRejected) or a billing refusal
+    (BillingError) is raised with the intent left open, to be sent once the cause is fixed.
     """
     with file_lock(ctx.paths.lock_dir / f"intent-{intent_id}.lock"):
         intent = ctx.store.get_intent(intent_id)
-        if intent["state"] != "open":
-            return SendResult(intent_id, None, intent["state"], "already handled")
+        if intent is None or intent["state"] != IntentState.OPEN:
+            return SendResult(intent_id, None, intent["state"] if intent else "missing", "already handled")
         try:
-            batch = client.create(_body(Path(intent["archive"])))
+            body = _body(Path(intent["archive"]))
+        except (OSError, IndexError) as exc:
+            reason = f"its archived requests {intent['archive']} cannot be read ({type(exc).__name__})"
+            ctx.store.fail_intent(intent_id, reason, ARCHIVE_MISSING)
+            return SendResult(intent_id, None, "failed", reason)
+        try:
+            batch = client.create(body)
         except api_mod.Unclear as exc:
             ctx.store.add_event("unclear_create", f"intent {intent_id}: {exc}; will reconcile")
             return SendResult(intent_id, None, "open", f"{exc}: it will be reconciled, never sent twice")
         except api_mod.Unavailable as exc:
             ctx.store.add_event("create_deferred", f"intent {intent_id}: {exc}")
             return SendResult(intent_id, None, "open", f"{exc}: it will be sent by the next poll")
-        except api_mod.AuthRejected:
-            raise  # the intent stays open: the caller decides (the CLI gives up, the daemon waits for a key)
+        except (api_mod.AuthRejected, api_mod.BillingError):
+            raise  # the intent stays open: sent once the key or the balance is fixed
         except api_mod.ApiError as exc:
-            ctx.store.fail_intent(intent_id, str(exc))
-            raise UserError(str(exc), next_step="nothing was submitted for this batch") from None
+            ctx.store.fail_intent(intent_id, str(exc), CREATE_REFUSED)
+            return SendResult(intent_id, None, "failed", str(exc))
         ctx.store.attach_batch(intent_id, batch)
         return SendResult(intent_id, batch, "created", "")
 
@@ -228,10 +255,13 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def reconcile(ctx, client) -> list[str]:
-    """Settle open intents: attach the batch a lost create made, else create it now. Returns messages."""
-    messages = []
-    for intent in ctx.store.open_intents():
+def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
+              intents: list[dict] | None = None) -> list[str]:
+    """Settle open intents (all, or the given ones): attach the batch a lost create made, else create it
+    now. Returns messages; (job id, reason) of creates refused for billing are added to `blocked`."""
+    messages: list[str] = []
+    blocked = blocked if blocked is not None else []
+    for intent in ctx.store.open_intents() if intents is None else intents:
         with file_lock(ctx.paths.lock_dir / f"intent-{intent['id']}.lock", wait=0) as mine:
             if not mine:
                 continue  # another process is creating it right now
@@ -245,7 +275,12 @@ def reconcile(ctx, client) -> list[str]:
                                     job_id=intent["job_id"], batch_id=match["id"])
                 messages.append(f"reconciled an unclear submission with batch {match['id']}")
                 continue
-        result = send_intent(ctx, client, intent["id"])
+        try:
+            result = send_intent(ctx, client, intent["id"])
+        except api_mod.BillingError as exc:
+            messages.append(f"intent {intent['id']}: {exc}")
+            blocked.append((intent["job_id"], str(exc)))
+            continue
         if result.batch:
             messages.append(f"submitted batch {result.batch['id']} ({fresh['request_count']} requests)")
     return messages

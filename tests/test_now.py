@@ -72,7 +72,7 @@ def test_now_round_reports_write_every_file_with_its_own_answer(api_cli, data_ro
     calls = emu.stats()["calls"]
     assert calls["messages"] == 22 and calls["create"] == 0
     job = _job(cli)
-    assert job["state"] == "done" and job["mode"] == "now" and job["written"] == 22 and job["batches"] == []
+    assert job["state"] == "done" and job["mode"] == "now" and job["written"] == 33 and job["batches"] == []
     assert job["cost_usd"] == job["standard_cost_usd"] > 0  # full price: no batch discount
     assert "(--now)  [done]" in cli("list", check=True).out
     assert "Nothing pending" in cli("poll", "--once", check=True).out
@@ -133,7 +133,7 @@ def test_definite_refusal_fails_only_that_request(cli, api_cli, data_root):
     assert f"  ✗ {refused}: request_too_large" in run.out
     assert "story notes missing, report skipped" in run.out
     job = _job(cli)
-    assert job["state"] == "partial" and job["failed"] == [refused] and job["written"] == 3 + 3
+    assert job["state"] == "partial" and job["failed"] == [refused] and job["written"] == 3 + 3 + 3  # notes, reports, combined files
     assert emu.stats()["calls"]["messages"] == 4 + 3  # refused once, never retried
 
 

@@ -53,7 +53,7 @@ def test_round_reports_chain_by_themselves(api_cli, real_data):
         combined = (real_data / RR / f"teg_17_round_{r}_report.md").read_text()
         assert notes.strip() in combined and report.strip() in combined
     job = cli("list", "--json", check=True).json()["jobs"][0]
-    assert job["state"] == "done" and [s["state"] for s in job["stages"]] == ["retrieved", "retrieved"]
+    assert job["state"] == "done" and [s["state"] for s in job["stages"]] == ["done", "done"]
     system = params["TEG17_R1_story_notes"]["system"]
     assert len(system) == 1 and system[0]["cache_control"] == {"type": "ephemeral"}
 
@@ -98,18 +98,21 @@ def test_tournament_job_for_two_tegs(api_cli, real_data):
 def test_failed_item_does_not_block_the_others(api_cli, real_data):
     cli, emu = api_cli("--process-seconds", "0", "--error-rate", "0.5", "--seed", "3")
     cli("submit", "round-reports", "--teg", "15-16", "--round", "1-4", check=True)
-    for _ in range(3):
+    for _ in range(8):  # failures are resubmitted once by themselves (retry.max_attempts 2)
         cli("poll", "--once", check=True)
-    job = cli("list", "--json", check=True).json()["jobs"][0]
+        job = cli("list", "--json", check=True).json()["jobs"][0]
+        if job["state"] != "active":
+            break
     assert job["state"] == "partial" and job["failed"]
     reports = list((real_data / RR).glob("TEG*_report.md"))
     notes = list((real_data / RR).glob("TEG*_story_notes.md"))
-    assert 0 < len(reports) < len(notes) < 8  # --seed makes which ones fail reproducible
+    assert 0 < len(reports) <= len(notes) < 8  # --seed makes which ones fail reproducible
     from tegbatchd.store import Store
 
     store = Store.open(Path(os.environ["TEGBATCHD_HOME"]) / "state" / "state.db")
     partial = [n for n in store.notices() if n["kind"] == "job_partial"]
-    assert len(partial) == 1 and "failed" in partial[0]["title"] and "tegbatchd retry" in partial[0]["body"]
+    assert len(partial) == 1 and "files ready" in partial[0]["title"] and "failed after" in partial[0]["body"]
+    assert f"tegbatchd retry {job['id']}" in partial[0]["body"] and "msgbatch_" not in partial[0]["body"]
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -123,17 +126,27 @@ def test_bad_ranges_are_refused_before_anything_is_sent(api_cli, real_data, args
     assert emu.stats()["calls"]["create"] == 0
 
 
-def test_a_stage_left_building_by_a_dead_process_is_built_again(api_cli, real_data):
-    cli, emu = api_cli("--process-seconds", "0")
-    cli("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
+def test_a_reopened_stage_waits_for_its_requests_in_flight_instead_of_ending_the_job(api_cli, real_data):
+    """Issue 10/1: a stage rebuilt while its recorded requests are still running must wait for them, not be
+    marked done with nothing (every later stage skipped, "ready — 0 files")."""
+    cli, emu = api_cli("--process-seconds", "100000")
+    sub = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--json", check=True).json()
+    emu.finish(sub["batch_ids"][0])
+    cli("poll", "--once", check=True)          # story notes retrieved, narratives submitted
     from tegbatchd.store import Store
 
     store = Store.open(Path(os.environ["TEGBATCHD_HOME"]) / "state" / "state.db")
     job = store.list_jobs()[0]
     narrative = store.stages(job["id"])[1]
-    store.set_stage_state(narrative["id"], "building")  # as a process killed mid-build leaves it
-    for _ in range(2):
-        cli("poll", "--once", check=True)
+    with store.tx() as c:  # as a process that died while rebuilding it would leave it
+        c.execute("UPDATE stages SET state='waiting' WHERE id=?", (narrative["id"],))
+    cli("poll", "--once", check=True)
+    assert cli("list", "--json", check=True).json()["jobs"][0]["state"] == "active"
+    assert store.stages(job["id"])[1]["state"] == "submitted"
+    (running,) = [b for b in store.batches_of_job(job["id"]) if b["api_status"] != "ended"]
+    emu.finish(running["id"])
+    cli("poll", "--once", check=True)
     assert (real_data / RR / "TEG17_R1_report.md").exists() and (real_data / RR / "TEG17_R2_report.md").exists()
-    assert cli("list", "--json", check=True).json()["jobs"][0]["state"] == "done"
+    listed = cli("list", "--json", check=True).json()["jobs"][0]
+    assert listed["state"] == "done" and listed["written"] == 6   # 2 notes, 2 reports, 2 combined files
     assert emu.stats()["calls"]["create"] == 2  # nothing sent twice

@@ -52,7 +52,7 @@ class _Emulator:
 
 def cmd_demo(args, ctx) -> int:
     from tegbatchd.cli import build_parser
-    from tegbatchd.pipelines import job_progress
+    from tegbatchd.engine.outcome import summarize
     from tegbatchd.polling import poll_once
     from tegbatchd.teg.sample import write_sample
 
@@ -85,7 +85,7 @@ def cmd_demo(args, ctx) -> int:
             for change in poll_once(demo).changes:
                 say(f"  {change}")
             job = demo.store.get_job(job["id"])
-        progress = job_progress(demo.store, job)
+        progress = summarize(demo.store, job)
         files = sorted(p for p in (data_root / "commentary").rglob("*.md"))
         delivered, real = _notify(demo)
         elapsed = time.monotonic() - started
@@ -96,8 +96,8 @@ def cmd_demo(args, ctx) -> int:
         say(f"\n{job['title']}: {job['state']} in {elapsed:.0f} s — {len(files)} files under {data_root}:")
         for f in files:
             say(f"  {f.relative_to(data_root)}")
-        if progress.failed:
-            say(f"Failed: {', '.join(progress.failed)}")
+        if progress.failures:
+            say(f"Failed: {', '.join(f.custom_id for f in progress.failures)}")
         say("\nDesktop notification: " + ("sent." if delivered and real else
                                           "no notification service here (it was logged instead)."
                                           if delivered else "not confirmed (it stays queued)."))

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 from tegbatchd import api as api_mod
 from tegbatchd.cli import add_json
 from tegbatchd.costs import recorded_cost
-from tegbatchd.errors import UserError
-from tegbatchd.pipelines import job_progress
+from tegbatchd.engine.outcome import summarize
 
 ARCHIVE_AFTER = timedelta(days=29)
 
@@ -28,10 +27,17 @@ def register(sub) -> None:
 
 
 def _next_command(job: dict, batch: dict) -> str | None:
+    """A batch's own next step: only retrieval (failures are the job's: see the job's `next`)."""
     if batch["local_state"] in ("submitted", "retrieving") and batch["api_status"] == "ended":
         return f"tegbatchd retrieve {batch['id']}"
-    if batch["local_state"] == "retrieved" and (batch["errored"] or batch["expired"] or batch["canceled"]):
-        return f"tegbatchd retry {batch['id']}"
+    return None
+
+
+def _job_next(job: dict, summary) -> str | None:
+    if job["state"] == "blocked":
+        return f"tegbatchd retry {job['id']}"
+    if job["state"] in ("partial", "failed", "done"):
+        return summary.retry_hint()
     return None
 
 
@@ -48,14 +54,19 @@ def _batch_view(ctx, job: dict, batch: dict) -> dict:
 def job_view(ctx, job: dict) -> dict:
     store = ctx.store
     batches = [_batch_view(ctx, job, b) for b in store.batches_of_job(job["id"])]
-    progress = job_progress(store, job)
+    summary = summarize(store, job)
     stages = store.stages(job["id"])
     cost = recorded_cost(ctx.config, store.usage_by_model(job_id=job["id"]), batch=job["mode"] != "now")
     return {"id": job["id"], "kind": job["kind"], "title": job["title"], "state": job["state"],
             "mode": job["mode"],
             "created_at": job["created_at"], "data_root": job["data_root"],
             "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"]} for s in stages],
-            "written": progress.written, "pending": progress.pending, "failed": progress.failed,
+            "written": summary.written, "files_planned": summary.total, "pending": summary.in_flight,
+            "failed": [f.custom_id for f in summary.failures],
+            "failures": [{"custom_id": f.custom_id, "stage": f.stage, "reason": f.reason, "attempts": f.attempts,
+                          "message": f.message} for f in summary.failures],
+            "truncated": summary.truncated, "blocked_reason": job.get("blocked_reason"),
+            "next": _job_next(job, summary),
             "cost_usd": round(cost.batch, 4), "standard_cost_usd": round(cost.standard, 4),
             "batches": batches}
 
@@ -78,11 +89,22 @@ def cmd_list(args, ctx) -> int:
         print("No jobs recorded yet. Submit with `tegbatchd submit ...` (or try `tegbatchd demo`).")
         return 0
     for job in jobs:
-        done_stages = sum(s["state"] in ("retrieved", "skipped") for s in job["stages"])
+        done_stages = sum(s["state"] in ("done", "skipped") for s in job["stages"])
         mode = " (--now)" if job["mode"] == "now" else ""
         print(f"{job['id']}  {job['title']}{mode}  [{job['state']}]  stage {min(done_stages + 1, len(job['stages']))}/"
               f"{len(job['stages'])}  written {job['written']}, pending {job['pending']}, failed {len(job['failed'])}"
               f"  ${job['cost_usd']:.4f} (standard ${job['standard_cost_usd']:.4f})")
+        if job["blocked_reason"]:
+            print(f"    blocked: {job['blocked_reason']}")
+        if job["truncated"]:
+            print(f"    {len(job['truncated'])} output(s) stopped at max_tokens: {', '.join(job['truncated'][:5])}")
+        for failure in job["failures"][:5]:
+            print(f"    ✗ {failure['custom_id']} ({failure['stage']}): {failure['reason']} after "
+                  f"{failure['attempts']} attempt(s)")
+        if len(job["failures"]) > 5:
+            print(f"    ... and {len(job['failures']) - 5} more failed")
+        if job["next"]:
+            print(f"    next: {job['next']}")
         for b in job["batches"]:
             c = b["counts"]
             counts = ", ".join(f"{k} {v}" for k, v in c.items() if v)
@@ -94,7 +116,7 @@ def cmd_list(args, ctx) -> int:
 
 
 def cmd_status(args, ctx) -> int:
-    from tegbatchd.actions.batches import find_batch
+    from tegbatchd.actions.targets import find_batch
     from tegbatchd.polling import make_client
 
     batch = find_batch(ctx, args.batch_id)
@@ -102,7 +124,7 @@ def cmd_status(args, ctx) -> int:
     try:
         ctx.store.update_batch_status(make_client(ctx).retrieve(batch["id"]))
     except api_mod.AuthRejected:
-        raise UserError("the API key was rejected", next_step="check ANTHROPIC_API_KEY or your api_key_file") from None
+        raise
     except api_mod.ApiError as exc:
         refreshed = False
         ctx.say(f"(could not refresh: {exc}; showing what is recorded)")

@@ -107,11 +107,12 @@ def _chosen_reports(args) -> list[str]:
     return [k for k in REPORT_KINDS if getattr(args, k, False)]
 
 
-def spec_from_args(kind: str, args, data_root: Path, config) -> dict:
+def spec_from_args(kind: str, args, data_root: Path, config, *, busy: dict[str, str] | None = None) -> dict:
     """Given the pipeline kind and parsed submit flags, return a validated, JSON-serializable job spec.
 
     Loads and validates the data, checks ranges and that the prompt templates load, and for
-    --reports-only that the story notes exist. Raise InputError/ConfigError before anything is sent.
+    --reports-only that the story notes exist (or says to wait for the job in `busy`, output path → job id,
+    that is writing them). Raise InputError/ConfigError before anything is sent.
     """
     if kind not in PIPELINES:
         raise InputError(f"unknown report kind {kind!r}", next_step=f"use one of {', '.join(PIPELINES)}")
@@ -134,6 +135,10 @@ def spec_from_args(kind: str, args, data_root: Path, config) -> dict:
             prompts.load_prompt(name, config, data_root)
     if spec["reports_only"]:
         missing = missing_story_notes(spec, data_root)
+        writers = sorted({(busy or {}).get(str(data_root / rel)) for rel in missing} - {None})
+        if writers:
+            raise InputError(f"the story notes these reports need are still being written by job {writers[0]}",
+                             next_step="wait for it: it goes on by itself (`tegbatchd list` shows how far it is)")
         if missing:
             raise InputError(f"--reports-only needs {len(missing)} story notes file(s) that are missing "
                              f"under {data_root}",

@@ -142,6 +142,16 @@ class RoundReports:
                                                     narrative_path(teg, r)))
         return plan
 
+    def planned_outputs(self, spec: dict) -> list[str]:
+        """Every file the job means to write (relative to the data root), combined files included."""
+        out = []
+        for teg, r in _pairs(spec):
+            if not spec.get("reports_only"):
+                out.append(story_notes_path(teg, r))
+            if not spec.get("story_notes_only"):
+                out += [narrative_path(teg, r), combined_report_path(teg, r)]
+        return out
+
     def after_stage(self, spec: dict, index: int, data_root: Path, config) -> list[Path]:
         """After the narrative stage: write the combined file of each round that has notes and a report."""
         if self.stages(spec)[index] != "narrative":
@@ -217,6 +227,16 @@ class Tournament:
                 plan.requests.append(PlannedRequest(f"TEG{teg}_{kind}",
                                                     prompts.request_params(kind, config, systems[kind], text),
                                                     report_path(teg, kind)))
+
+    def planned_outputs(self, spec: dict) -> list[str]:
+        """Every file the job means to write (relative to the data root), assembled notes included."""
+        out = []
+        for teg in spec["tegs"]:
+            if not spec.get("reports_only"):
+                out += [round_story_path(teg, r) for t, r in _pairs(spec) if t == teg]
+                out += [synthesis_path(teg), tournament_notes_path(teg)]
+            out += [report_path(teg, kind) for kind in spec.get("reports") or ()]
+        return out
 
     def after_stage(self, spec: dict, index: int, data_root: Path, config) -> list[Path]:
         """After the synthesis stage: assemble commentary/teg_{n}_story_notes.md for each TEG with a synthesis."""

@@ -103,14 +103,15 @@ def place_kill(point: str, n: int, _die=_die) -> None:
 
         pipelines.write_atomic = write_atomic
     elif point == "job-state":
-        real_set = store_mod.Store.set_job_state
+        real_move = store_mod.Store.move_job
 
-        def set_job_state(self, job_id, state):
-            real_set(self, job_id, state)
-            if hit():
+        def move_job(self, job_id, state, **kwargs):
+            moved = real_move(self, job_id, state, **kwargs)
+            if moved and str(state) in store_mod.TERMINAL_JOB_STATES and hit():
                 _die()
+            return moved
 
-        store_mod.Store.set_job_state = set_job_state
+        store_mod.Store.move_job = move_job
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -30,10 +30,10 @@ COMMANDS = [
     ("round outside the data", ["submit", "round-reports", "--teg", "17", "--round", "9"],
      "round 9 is not in the data for TEG 17"),
     ("TEG not a number", ["submit", "round-reports", "--teg", "seventeen"], "is not a number or a range"),
-    ("unknown batch: retrieve", ["retrieve", "msgbatch_doesnotexist"], "no batch 'msgbatch_doesnotexist'"),
-    ("unknown batch: status", ["status", "msgbatch_doesnotexist"], "no batch 'msgbatch_doesnotexist'"),
-    ("unknown batch: cancel", ["cancel", "msgbatch_doesnotexist"], "no batch 'msgbatch_doesnotexist'"),
-    ("unknown batch: retry", ["retry", "msgbatch_doesnotexist"], "no batch 'msgbatch_doesnotexist'"),
+    ("unknown batch: retrieve", ["retrieve", "msgbatch_doesnotexist"], "no job or batch 'msgbatch_doesnotexist'"),
+    ("unknown batch: status", ["status", "msgbatch_doesnotexist"], "no job or batch 'msgbatch_doesnotexist'"),
+    ("unknown batch: cancel", ["cancel", "msgbatch_doesnotexist"], "no job or batch 'msgbatch_doesnotexist'"),
+    ("unknown batch: retry", ["retry", "msgbatch_doesnotexist"], "no job or batch 'msgbatch_doesnotexist'"),
 ]
 
 JSONL = [
@@ -172,7 +172,7 @@ def test_odd_results_stream_writes_only_what_is_sound(api_cli, tmp_path, data_ro
 def test_damaged_or_newer_state_database_is_refused_untouched(cli, tmp_path, _isolated_home):
     import sqlite3
 
-    from tegbatchd.store import Store
+    from tegbatchd.store import PlannedIntent, Store
 
     state = _isolated_home / "state"
     state.mkdir(parents=True)
@@ -190,7 +190,8 @@ def test_damaged_or_newer_state_database_is_refused_untouched(cli, tmp_path, _is
     store = Store.open(db)
     store.create_job("job_x", "requests", "t", {"source": "s"}, str(tmp_path), ["requests"])
     stage = store.stages("job_x")[0]
-    intent = store.create_intent(stage["id"], "a", [(f"c{i}", f"/o/{i}", "m", 5) for i in range(400)], 10)
+    (intent,) = store.record_stage(stage["id"], [PlannedIntent("a", 10, [(f"c{i}", f"/o/{i}", "m", 5)
+                                                                      for i in range(400)])], [])
     store.attach_batch(intent, {"id": "msgbatch_x", "created_at": "2026-01-01T00:00:00Z", "processing_status":
                                 "ended", "request_counts": dict.fromkeys(
                                     ("processing", "succeeded", "errored", "canceled", "expired"), 0)})

@@ -83,13 +83,15 @@ class FakeClient:
 
 
 def _context(base: Path) -> tuple[Context, Path]:
+    from tegbatchd.store import PlannedIntent
+
     data_root = base / "data"
     ctx = Context(paths=Paths(base / "state", base / "config", base / "logs"))
     store = ctx.store
     store.create_job("job_p", "requests", "t", {"source": "s"}, str(data_root), ["requests"])
     stage = store.stages("job_p")[0]
     rows = [(cid, str(data_root / "out" / f"{cid}.md"), "m", 5) for cid in IDS]
-    intent = store.create_intent(stage["id"], "archive", rows, 1)
+    (intent,) = store.record_stage(stage["id"], [PlannedIntent("archive", 1, rows)], [])
     counts = dict.fromkeys(("processing", "succeeded", "errored", "canceled", "expired"), 0)
     store.attach_batch(intent, {"id": "msgbatch_p", "created_at": "2026-01-01T00:00:00Z",
                                 "processing_status": "ended", "request_counts": counts})

@@ -1,0 +1,130 @@
+"""What a job does next, decided from plain rows: no I/O, no clock, no SQL (unit-tested on plain data).
+
+    next_step(job) -> Build | Wait | Retry | Assemble | Finish | Block | Idle
+
+Stages run in order. A stage is built (its requests recorded and sent) when every earlier stage is settled;
+it is waited for while any attempt of it is in flight; when every attempt has an outcome, transient
+failures are resubmitted (up to the attempt limit), a billing failure pauses the job, and otherwise the
+stage's local step runs (assembly) and the next stage comes. When every stage is settled the job finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tegbatchd.engine.states import BatchState, IntentState, JobState, StageState
+
+
+@dataclass(frozen=True)
+class IntentView:
+    id: int
+    state: str
+    batch_state: str | None = None   # None: no batch recorded yet
+    unsettled: int = 0               # its requests without an outcome
+
+    @property
+    def in_flight(self) -> bool:
+        if self.state == IntentState.OPEN:
+            return True
+        if self.state == IntentState.CREATED:
+            return self.batch_state != BatchState.RETRIEVED
+        if self.state == IntentState.NOW:
+            return self.unsettled > 0
+        return False
+
+
+@dataclass(frozen=True)
+class StageView:
+    seq: int
+    name: str
+    state: str
+    intents: tuple[IntentView, ...] = ()
+    transient: int = 0   # outputs of this stage whose latest attempt failed transiently, below the attempt limit
+    billing: int = 0     # outputs of this stage whose latest attempt failed for want of credit
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    state: str
+    mode: str = "batch"
+    stages: tuple[StageView, ...] = ()
+    cancel_requested: bool = False
+    written: int = 0          # outputs with a successful attempt
+    failed: int = 0           # outputs whose latest attempt failed (and is not being retried)
+
+
+@dataclass(frozen=True)
+class Build:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    seq: int
+    in_flight: tuple[int, ...] = field(default=())   # intent ids
+
+
+@dataclass(frozen=True)
+class Retry:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Assemble:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    state: JobState
+
+
+@dataclass(frozen=True)
+class Block:
+    reason: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The job is not for the engine to move now (finished, blocked, or run by its `--now` process)."""
+
+
+Step = Build | Wait | Retry | Assemble | Finish | Block | Idle
+
+
+def final_state(job: JobView) -> JobState:
+    """The state a job ends in once every stage is settled."""
+    if job.cancel_requested:
+        return JobState.CANCELED
+    if not job.failed:
+        return JobState.DONE
+    return JobState.PARTIAL if job.written else JobState.FAILED
+
+
+def next_step(job: JobView, *, driver: str = "batch") -> Step:
+    """Given a job's rows, return the one step to take now.
+
+    driver is who asks: "batch" (the poller: batch-mode jobs only) or "now" (a `--now` process, which
+    moves only its own job and never resubmits by itself: its sender retries each request).
+    """
+    if job.state != JobState.ACTIVE or job.mode != driver:
+        return Idle()
+    for stage in job.stages:
+        if stage.state in (StageState.DONE, StageState.SKIPPED):
+            continue
+        if stage.state == StageState.WAITING:
+            if job.cancel_requested:
+                return Finish(final_state(job))
+            return Build(stage.seq)
+        flying = tuple(i.id for i in stage.intents if i.in_flight)
+        if flying:
+            return Wait(stage.seq, flying)
+        if stage.billing and not job.cancel_requested:
+            return Block(f"{stage.billing} request(s) of stage {stage.name} failed: Anthropic credit exhausted "
+                         "or a spend limit reached", "billing")
+        if stage.transient and driver == "batch" and not job.cancel_requested:
+            return Retry(stage.seq)
+        return Assemble(stage.seq)
+    return Finish(final_state(job))

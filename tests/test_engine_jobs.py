@@ -1,0 +1,255 @@
+"""The job engine end to end (issue 10's eight points): real CLI, real SDK over HTTP, the emulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, TEST_KEY, write_requests
+from tests.support.emulator import running_emulator
+
+RR = "commentary/round_reports"
+
+
+@pytest.fixture
+def real_data(data_root) -> Path:
+    for name in ("all-scores.csv", "rounds.csv"):
+        shutil.copy(FIXTURES / "teg" / name, data_root / name)
+    return data_root
+
+
+def _store():
+    from tegbatchd.store import Store
+
+    state = Path(os.environ["TEGBATCHD_HOME"]) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    return Store.open(state / "state.db")
+
+
+def _bound(cli, url: str):
+    return type(cli)({**cli.env, "ANTHROPIC_API_KEY": TEST_KEY, "ANTHROPIC_BASE_URL": url}, cli.cwd)
+
+
+def _poll_until_settled(cli, times: int = 6) -> dict:
+    for _ in range(times):
+        cli("poll", "--once", check=True)
+        job = cli("list", "--json", check=True).json()["jobs"][0]
+        if job["state"] != "active":
+            return job
+    return job
+
+
+def _attempts(store, job_id: str) -> dict[str, list[str | None]]:
+    out: dict[str, list[str | None]] = {}
+    for r in store.job_requests(job_id):
+        out.setdefault(r["custom_id"], []).append(r["outcome"])
+    return out
+
+
+def test_retry_of_a_multi_stage_job_builds_the_later_stage_for_what_was_missing_only(cli, tmp_path, real_data):
+    """Points 3 and 4: one `retry JOB` resends every failed request of the job; the narratives are built
+    for exactly the retried rounds; a second retry, or a retry of a finished stage's batch, sends nothing."""
+    state = tmp_path / "emu.json"
+    with ExitStack() as stack:
+        emu = stack.enter_context(running_emulator("--process-seconds", "0", "--state", str(state),
+                                                   "--error-rate", "1", "--error-type", "overloaded_error"))
+        port = emu.url.rsplit(":", 1)[1]
+        bound = _bound(cli, emu.url)
+        sub = bound("submit", "round-reports", "--teg", "17", "--round", "1-4", "--json", check=True).json()
+        job = _poll_until_settled(bound)
+        # every story note failed twice (retry.max_attempts 2: once by itself), nothing later was built
+        assert job["state"] == "failed" and job["written"] == 0 and len(job["failed"]) == 4
+        assert job["next"] == f"tegbatchd retry {job['id']}"
+        notices = _store().notices()
+        assert [n["kind"] for n in notices] == ["job_failed"]
+        assert notices[0]["title"] == "TEG 17 round reports: 0 of 12 files ready"
+        assert "4 request(s) failed after 2 attempts (overloaded_error)" in notices[0]["body"]
+        assert emu.stop() == 0
+        emu = stack.enter_context(running_emulator("--port", port, "--process-seconds", "0", "--state", str(state)))
+        out = bound("retry", sub["batch_ids"][0], check=True).out  # any batch id of the job names the job
+        assert "Resubmitted 4 request(s)" in out
+        again = bound("retry", job["id"], check=True).out            # back to back: nothing more to send
+        assert "Nothing to retry" in again
+        job = _poll_until_settled(bound)
+        assert job["state"] == "done" and job["written"] == 12 and job["failed"] == []
+        attempts = _attempts(_store(), job["id"])
+        for r in range(1, 5):
+            assert attempts[f"TEG17_R{r}_story_notes"] == ["errored", "errored", "succeeded"]
+            assert attempts[f"TEG17_R{r}_narrative"] == ["succeeded"]   # built once, for the retried notes
+            assert (real_data / RR / f"teg_17_round_{r}_report.md").exists()
+        narrative_batch = [b for b in job["batches"] if b["stage"] == "narrative"][0]["id"]
+        creates = emu.stats()["calls"]["create"]
+        assert "Nothing to retry" in bound("retry", narrative_batch, check=True).out
+        assert emu.stats()["calls"]["create"] == creates  # no success is ever sent again
+        kinds = [n["kind"] for n in _store().notices()]
+        assert kinds == ["job_failed", "job_done"]
+        assert _store().notices()[-1]["title"] == "TEG 17 round reports ready — 12 files"
+
+
+def test_two_retries_at_once_send_each_failed_request_once(cli, tmp_path, data_root):
+    """Point 4: retry holds the job's lock; two at once resubmit the failures once between them."""
+    state = tmp_path / "emu.json"
+    with ExitStack() as stack:
+        emu = stack.enter_context(running_emulator("--process-seconds", "0", "--state", str(state),
+                                                   "--expire-rate", "1"))
+        port = emu.url.rsplit(":", 1)[1]
+        bound = _bound(cli, emu.url)
+        reqs = write_requests(tmp_path / "r.jsonl", 6)
+        bound("submit", "requests", str(reqs), "--output", "commentary/misc/{custom_id}.md", check=True)
+        job = _poll_until_settled(bound)
+        assert job["state"] == "failed"
+        assert emu.stop() == 0
+        emu = stack.enter_context(running_emulator("--port", port, "--process-seconds", "0", "--state", str(state)))
+        procs = [subprocess.Popen([sys.executable, "-m", "tegbatchd", "retry", job["id"], "--json"],
+                                  env=bound.env, cwd=bound.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), results
+        assert emu.stats()["calls"]["create"] == 1
+        job = _poll_until_settled(bound)
+        assert job["state"] == "done" and job["written"] == 6
+        assert all(a[-1] == "succeeded" and a.count("succeeded") == 1 for a in _attempts(_store(), job["id"]).values())
+
+
+def test_results_archived_before_retrieval_become_failures_that_retry_resends(api_cli, tmp_path, data_root):
+    """Point 5: no loop between `retrieve` and `retry`: archived results are failures of kind archived."""
+    cli, emu = api_cli("--process-seconds", "0", "--retention-seconds", "100")
+    reqs = write_requests(tmp_path / "r.jsonl", 3)
+    sub = cli("submit", "requests", str(reqs), "--output", "commentary/misc/{custom_id}.md", "--json", check=True)
+    emu.advance(200)
+    job = _poll_until_settled(cli, 2)
+    assert job["state"] == "failed" and job["written"] == 0
+    assert {f["reason"] for f in job["failures"]} == {"archived"}
+    out = cli("retrieve", sub.json()["batch_ids"][0])
+    assert out.code == 0 and "tegbatchd retry" in out.out
+    assert "Resubmitted 3 request(s)" in cli("retry", job["id"], check=True).out
+    job = _poll_until_settled(cli)
+    assert job["state"] == "done" and job["written"] == 3
+
+
+def test_one_job_per_output(api_cli, real_data):
+    """Point 6: the same TEG job twice is refused, naming the first (`--again` sends anyway); reports-only
+    while the notes are still being written says to wait."""
+    cli, emu = api_cli("--process-seconds", "100000")
+    first = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--json", check=True).json()
+    twice = cli("submit", "round-reports", "--teg", "17", "--round", "1-2")
+    assert twice.code == 2 and first["job_id"] in twice.err and "--again" in twice.err
+    assert "Traceback" not in twice.err and emu.stats()["calls"]["create"] == 1
+    reports = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--reports-only")
+    assert reports.code == 2 and f"still being written by job {first['job_id']}" in reports.err
+    assert "wait for it" in reports.err
+    forced = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--again", "--json", check=True).json()
+    assert forced["job_id"] != first["job_id"] and emu.stats()["calls"]["create"] == 2
+
+
+def test_retry_with_a_rejected_key_is_one_line(cli, tmp_path, data_root):
+    """Point 7: every API error reaches the person as one line and an exit code, from any command."""
+    with running_emulator("--process-seconds", "0", "--expire-rate", "1", "--api-key", TEST_KEY) as emu:
+        bound = _bound(cli, emu.url)
+        bound("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output",
+              "commentary/misc/{custom_id}.md", check=True)
+        job = _poll_until_settled(bound)
+        wrong = type(cli)({**bound.env, "ANTHROPIC_API_KEY": "sk-ant-wrong"}, cli.cwd)
+        for args in (["retry", job["id"]], ["status", job["batches"][0]["id"]], ["cancel", job["id"]]):
+            result = wrong(*args)
+            assert "Traceback" not in result.err, args
+            if args[0] != "cancel":  # cancel of an ended job needs no API call
+                assert result.code == 5 and result.err.count("\n") == 1 and "key was rejected" in result.err, args
+
+
+def test_a_canceled_job_ends_canceled_with_one_notice(api_cli, tmp_path, data_root):
+    """Point 8: a deliberate cancel is not a failure, and nothing suggests a command that would do nothing."""
+    cli, emu = api_cli("--process-seconds", "100000", "--cancel-seconds", "0")
+    sub = cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 3)), "--output",
+              "commentary/misc/{custom_id}.md", "--json", check=True).json()
+    cli("cancel", sub["job_id"], check=True)
+    job = _poll_until_settled(cli)
+    assert job["state"] == "canceled" and job["next"] is None
+    (notice,) = _store().notices()
+    assert notice["kind"] == "job_canceled" and "canceled" in notice["title"] and "msgbatch_" not in notice["title"]
+
+
+def test_a_job_that_cannot_go_on_is_blocked_and_the_others_go_on(api_cli, tmp_path, real_data):
+    """Point 2: an OSError in assembly (a folder where a combined file goes) blocks that job with a reason
+    and one notice; another job still finishes; `poll --once` shows one line, never a traceback; once
+    fixed, `retry JOB` goes on."""
+    cli, emu = api_cli("--process-seconds", "0")
+    (real_data / RR / "teg_17_round_1_report.md").mkdir(parents=True)
+    teg = cli("submit", "round-reports", "--teg", "17", "--round", "1", "--json", check=True).json()
+    other = cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output",
+                "commentary/misc/{custom_id}.md", "--json", check=True).json()
+    for _ in range(3):
+        polled = cli("poll", "--once")
+        assert polled.code == 0 and "Traceback" not in polled.out + polled.err
+    jobs = {j["id"]: j for j in cli("list", "--json", check=True).json()["jobs"]}
+    assert jobs[other["job_id"]]["state"] == "done"
+    blocked = jobs[teg["job_id"]]
+    assert blocked["state"] == "blocked" and "teg_17_round_1_report.md" in blocked["blocked_reason"]
+    assert blocked["next"] == f"tegbatchd retry {teg['job_id']}"
+    notices = [n for n in _store().notices() if n["job_id"] == teg["job_id"]]
+    assert [n["kind"] for n in notices] == ["job_blocked"]
+    (real_data / RR / "teg_17_round_1_report.md").rmdir()
+    assert "going on" in cli("retry", teg["job_id"], check=True).out
+    job = {j["id"]: j for j in cli("list", "--json", check=True).json()["jobs"]}[teg["job_id"]]
+    assert job["state"] == "done" and job["written"] == 3
+
+
+def test_a_requests_job_killed_before_its_stage_was_recorded_is_rebuilt(api_cli, tmp_path, data_root):
+    """Point 2: `submit requests` interrupted between recording its job and its requests: the next poll
+    builds the stage from the recorded spec (no "has no stage to build" crash at every start)."""
+    cli, emu = api_cli("--process-seconds", "0")
+    reqs = write_requests(tmp_path / "r.jsonl", 3)
+    store = _store()
+    store.create_job("job_killed", "requests", "requests from r.jsonl",
+                     {"source": str(reqs), "output": "commentary/misc/{custom_id}.md", "label": None},
+                     str(data_root.resolve()), ["requests"])
+    job = _poll_until_settled(cli, 3)
+    assert job["state"] == "done" and job["written"] == 3
+    params = {f"req-{i:05d}" for i in range(3)}
+    assert {p.stem for p in (data_root / "commentary" / "misc").glob("*.md")} == params
+
+
+def test_an_open_intent_whose_archive_was_deleted_fails_its_requests_without_a_crash(cli, tmp_path, data_root):
+    """Point 2: an open intent that can never be sent (its archive is gone) becomes failures, not a crash."""
+    import socket
+
+    with socket.socket() as s:   # a port nothing listens on: the create gets no answer
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    offline = _bound(cli, f"http://127.0.0.1:{port}")
+    sub = offline("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output",
+                  "commentary/misc/{custom_id}.md", "--json")
+    assert sub.code == 6 and sub.json()["confirmed"] is False   # recorded, not confirmed: and it says so
+    assert "close your laptop" not in offline("list").out
+    (intent,) = _store().open_intents()
+    Path(intent["archive"]).unlink()
+    with running_emulator("--port", str(port), "--process-seconds", "0") as emu:
+        bound = _bound(cli, emu.url)
+        polled = bound("poll", "--once")
+        assert polled.code == 0 and "Traceback" not in polled.out + polled.err
+        job = _poll_until_settled(bound, 2)
+        assert job["state"] == "failed" and {f["reason"] for f in job["failures"]} == {"archive_missing"}
+        assert emu.stats()["calls"]["create"] == 0
+
+
+def test_answers_cut_at_max_tokens_are_named_and_resent_with_more_room(api_cli, tmp_path, data_root):
+    cli, emu = api_cli("--process-seconds", "0", "--max-tokens-rate", "1")
+    sub = cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2, max_tokens=100)), "--output",
+              "commentary/misc/{custom_id}.md", "--json", check=True).json()
+    job = _poll_until_settled(cli)
+    assert job["state"] == "done" and sorted(job["truncated"]) == ["req-00000", "req-00001"]
+    (notice,) = _store().notices()
+    assert f"tegbatchd retry {sub['job_id']} --truncated" in notice["body"]
+    assert "stopped at max_tokens" in cli("list", check=True).out
+    assert "Resubmitted 2 request(s)" in cli("retry", sub["job_id"], "--truncated", check=True).out
+    job = _poll_until_settled(cli)
+    latest = [r for r in _store().job_requests(sub["job_id"]) if r["retried_by"] is None]
+    assert sorted(r["max_tokens"] for r in latest) == [200, 200]    # retry.truncated_factor 2
+    assert all(r["outcome"] == "succeeded" and r["attempt"] == 2 for r in latest)
+    assert job["state"] == "done" and emu.stats()["calls"]["create"] == 2
