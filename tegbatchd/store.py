@@ -29,7 +29,7 @@ from tegbatchd.engine.states import (
     StageState,
     predecessors,
 )
-from tegbatchd.errors import UserError
+from tegbatchd.errors import EXIT_STATE, UserError
 from tegbatchd.paths import FILE_MODE
 
 BUSY_TIMEOUT_MS = 60_000
@@ -132,6 +132,8 @@ class PlannedIntent:
 
 class StoreError(UserError):
     """The state database cannot be used (corrupt, from a newer tegbatchd, unwritable)."""
+
+    exit_code = EXIT_STATE
 
     @classmethod
     def unusable(cls, path: Path, exc: sqlite3.DatabaseError) -> StoreError:

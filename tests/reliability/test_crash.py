@@ -192,6 +192,6 @@ def test_kill_during_the_local_assembly_of_a_teg_job(api_cli, data_root, _isolat
         assert (folder / f"TEG17_R{r}_report.md").read_text().strip() in text
     db = _isolated_home / "state" / "state.db"
     assert query(db, "SELECT state FROM jobs") == [("done",)]
-    assert query(db, "SELECT state FROM stages ORDER BY seq") == [("retrieved",), ("retrieved",)]
+    assert query(db, "SELECT state FROM stages ORDER BY seq") == [("done",), ("done",)]
     assert len(notices(db, "job_done")) == 1
     assert temp_files(data_root) == []

@@ -19,7 +19,9 @@ def test_dropped_connections_after_create_are_reconciled_not_resent(api_cli, tmp
     files = {}
     for job, prefix in (("a", "alpha"), ("b", "beta")):  # same request count: only the order tells them apart
         reqs = write_requests(tmp_path / f"{job}.jsonl", 12, prefix=prefix, max_tokens=40 + len(job))
-        sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE.format(job=job), "--json", check=True).json()
+        result = cli("submit", "requests", str(reqs), "--output", TEMPLATE.format(job=job), "--json")
+        sub = result.json()
+        assert result.code == 6 and sub["confirmed"] is False   # recorded, not confirmed: and it says so
         assert sub["batch_ids"] == [] and "reconciled" in sub["deferred"][0]
         files[job] = reqs
     db = _isolated_home / "state" / "state.db"
@@ -41,8 +43,12 @@ def test_create_answer_stalled_past_the_timeout_is_reconciled(api_cli, tmp_path,
     cli, emu = api_cli("--process-seconds", "0", "--unclear-create", "stall", "--stall-seconds", "8")
     _config(_isolated_home, "api:\n  create_timeout_seconds: 1.5\n")
     reqs = write_requests(tmp_path / "r.jsonl", 30)
-    sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE.format(job="s"), "--json", check=True).json()
+    result = cli("submit", "requests", str(reqs), "--output", TEMPLATE.format(job="s"), "--json")
+    sub = result.json()
+    assert result.code == 6 and not sub["confirmed"]
     assert sub["batch_ids"] == [] and "never sent twice" in sub["deferred"][0]
+    human = cli("list").out
+    assert "close your laptop" not in human
     assert emu.stats()["batches_created"] == 1
 
     listed = cli("list", "--json", check=True).json()["jobs"][0]
