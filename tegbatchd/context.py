@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tegbatchd.config import Config, load_config
 from tegbatchd.paths import Paths, ensure_dir, resolve_data_root, user_paths
+
+
+def _print_line(text: str) -> None:
+    print(text, flush=True)
 
 
 @dataclass
@@ -20,6 +25,8 @@ class Context:
     # ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL for this context's API client, read before the environment
     # (the demo points its own context at its emulator this way, leaving os.environ alone)
     api_env: dict[str, str] | None = None
+    # where human output lines go: set by the CLI (actions never print; they say through the context)
+    out: Callable[[str], None] = field(default=_print_line)
     _config: Config | None = None
     _store: Any = None
 
@@ -51,7 +58,7 @@ class Context:
     def say(self, text: str = "") -> None:
         """Human output (suppressed under --json, where stdout carries only JSON)."""
         if not self.json_output:
-            print(text, flush=True)
+            self.out(text)
 
     def emit_json(self, payload: Any) -> None:
         if self.json_output:

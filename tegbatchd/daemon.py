@@ -227,27 +227,16 @@ def setup_logging(ctx, verbose: bool) -> None:
         ctx.paths.log_file.chmod(FILE_MODE)
 
 
-def register(sub) -> None:
-    p = sub.add_parser("daemon", help="poll in the background: at start, on schedule and after sleep")
-    p.add_argument("--heartbeat", type=float, default=HEARTBEAT_SECONDS, help=argparse_suppress())
-    p.set_defaults(func=cmd_daemon)
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def cmd_daemon(args, ctx) -> int:
-    setup_logging(ctx, args.verbose)
+def run_daemon(ctx, *, heartbeat: float = HEARTBEAT_SECONDS, verbose: bool = False) -> int:
+    """Run the daemon for this context's state dir until SIGTERM (one per state dir: a lock)."""
+    setup_logging(ctx, verbose)
     ensure_dir(ctx.paths.state_dir)
     with file_lock(ctx.paths.state_dir / "daemon.lock", wait=0) as mine:
         if not mine:
             pid = (ctx.paths.state_dir / "daemon.lock").read_text().strip() or "?"
             raise UserError(f"another tegbatchd daemon is already running for {ctx.paths.state_dir} (pid {pid})",
                             next_step="stop it first, or use `tegbatchd poll --once`")
-        daemon = Daemon(make_context=lambda: Context(paths=ctx.paths), heartbeat=args.heartbeat)
+        daemon = Daemon(make_context=lambda: Context(paths=ctx.paths), heartbeat=heartbeat)
         import asyncio
 
         return asyncio.run(daemon.run())

@@ -177,7 +177,7 @@ def run_job_now(ctx, kind: str, spec: dict, title: str, stages: list[str]) -> in
     The same engine loop as batch mode, with NowSender. Raise UserError "the API key was rejected" (job
     failed, what was written kept) or on a write error.
     """
-    from tegbatchd.actions.submit import new_job_id
+    from tegbatchd.engine.ids import new_job_id
 
     client = make_client(ctx)  # no key: nothing is recorded
     store, settings = ctx.store, ctx.config["now"]

@@ -96,9 +96,10 @@ def test_now_retries_injected_faults_and_completes(api_cli, data_root):
 
 def _first_stage(cli, data_root: Path, *argv: str):
     """The story-notes requests `--now` builds for these round-reports arguments (the same plan)."""
+    from tegbatchd.cli.teg import add_round_reports_args
     from tegbatchd.config import load_config
-    from tegbatchd.teg.cli import add_round_reports_args, spec_from_args
     from tegbatchd.teg.pipelines import PIPELINES
+    from tegbatchd.teg.specs import spec_from_args
 
     config = load_config(Path(cli.env["TEGBATCHD_HOME"]) / "config" / "config.yaml")
     parser = argparse.ArgumentParser()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tegbatchd.cli.teg import add_round_reports_args, add_tournament_args
 from tegbatchd.config import load_config
 from tegbatchd.errors import InputError
-from tegbatchd.teg.cli import add_round_reports_args, add_tournament_args, spec_from_args
 from tegbatchd.teg.data import load_table
 from tegbatchd.teg.pipelines import (
     PIPELINES,
@@ -21,6 +21,7 @@ from tegbatchd.teg.pipelines import (
     parse_round_reports_args,
     parse_tournament_args,
 )
+from tegbatchd.teg.specs import spec_from_args
 from tests.conftest import FIXTURES
 
 REAL = FIXTURES / "teg"

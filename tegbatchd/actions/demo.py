@@ -13,21 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tegbatchd.cli import add_json
 from tegbatchd.context import Context
 from tegbatchd.errors import UserError
 from tegbatchd.paths import Paths, ensure_dir
 
 DEMO_KEY = "demo-key-for-the-local-emulator"
 TIMEOUT = 120.0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the whole workflow on sample data against a local emulator (no key)")
-    p.add_argument("--data-dir", metavar="DIR", help="where to write the reports (default: a fresh folder)")
-    p.add_argument("--process-seconds", type=float, default=3.0, help="how long each emulated batch runs")
-    add_json(p)
-    p.set_defaults(func=cmd_demo)
 
 
 class _Emulator:
@@ -51,7 +42,9 @@ class _Emulator:
 
 
 def cmd_demo(args, ctx) -> int:
-    from tegbatchd.cli import build_parser
+    from argparse import Namespace
+
+    from tegbatchd.actions.submit import submit_teg
     from tegbatchd.engine.outcome import summarize
     from tegbatchd.polling import poll_once
     from tegbatchd.teg.sample import write_sample
@@ -62,7 +55,9 @@ def cmd_demo(args, ctx) -> int:
     emulator = _Emulator(args.process_seconds)
     demo = Context(paths=Paths(home / "state", home / "config", home / "logs"), data_dir_arg=str(data_root),
                    api_env={"ANTHROPIC_BASE_URL": emulator.url, "ANTHROPIC_API_KEY": DEMO_KEY})
-    say = print if not args.json else (lambda *a, **k: None)
+    demo.json_output = bool(args.json)
+    demo.out = ctx.out
+    say = demo.say
     say("tegbatchd demo — a local emulator of the Message Batches API stands in for Anthropic (no key, no cost).")
     say(f"Reports go to {data_root}; the demo's own state to {home}.")
     started = time.monotonic()
@@ -70,12 +65,11 @@ def cmd_demo(args, ctx) -> int:
         ensure_dir(data_root)
         write_sample(data_root)
         say(f"Emulator listening on {emulator.url}\n")
-        submit = build_parser().parse_args(["submit", "round-reports", "--teg", "1-3", "--round", "1-4",
-                                            "--data-dir", str(data_root)])
-        if args.json:
-            submit.json = True
-        demo.json_output = bool(args.json)
-        submit.func(submit, demo)
+        flags = Namespace(teg="1-3", round="1-4", story_notes_only=False, reports_only=False, force=False,
+                          scores=None, rounds=None, dry_run=False, again=False, now=False)
+        submitted = submit_teg(demo, "round-reports", flags)
+        say(f"SUBMITTED — {submitted.title}: job {submitted.job_id}, {submitted.requests} requests in batch "
+            f"{', '.join(submitted.batch_ids)}")
         job = demo.store.list_jobs()[0]
         say("\n>>> submitted — you could close your laptop now. The demo polls as the daemon would:\n")
         while job["state"] == "active":

@@ -1,29 +1,16 @@
-"""`tegbatchd list` and `tegbatchd status ID`: what is recorded, from the local store (no network unless
-asked)."""
+"""list and status: what is recorded, from the local store (no network unless asked); views as plain
+dicts (what `--json` prints)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd import api as api_mod
-from tegbatchd.cli import add_json
 from tegbatchd.costs import recorded_cost
 from tegbatchd.engine.outcome import summarize
 
 ARCHIVE_AFTER = timedelta(days=29)
-
-
-def register(sub) -> None:
-    p = sub.add_parser("list", help="jobs and their batches, newest first (from the local store)")
-    p.add_argument("--all", action="store_true", help="include jobs finished more than a week ago")
-    p.add_argument("--refresh", action="store_true", help="ask the API for the status of pending batches first")
-    add_json(p)
-    p.set_defaults(func=cmd_list)
-
-    s = sub.add_parser("status", help="refresh one batch and show it in detail")
-    s.add_argument("batch_id")
-    add_json(s)
-    s.set_defaults(func=cmd_status)
 
 
 def _next_command(job: dict, batch: dict) -> str | None:
@@ -71,63 +58,43 @@ def job_view(ctx, job: dict) -> dict:
             "batches": batches}
 
 
-def cmd_list(args, ctx) -> int:
-    if args.refresh:
+@dataclass
+class Views:
+    items: list[dict] = field(default_factory=list)
+    note: str | None = None          # e.g. why the refresh did not happen
+
+
+def list_jobs(ctx, *, include_all: bool = False, refresh: bool = False) -> Views:
+    """Every job (unfinished ones and those finished this week, or all) with its batches, newest first."""
+    views = Views()
+    if refresh:
         from tegbatchd.polling import make_client, refresh_pending
 
         pending = ctx.store.pending_batches()
         if pending:
             try:
                 refresh_pending(ctx, make_client(ctx), pending, datetime.now(UTC))
+            except api_mod.AuthRejected:
+                raise
             except api_mod.ApiError as exc:
-                ctx.say(f"(could not refresh: {exc}; showing what is recorded)")
-    jobs = [job_view(ctx, j) for j in ctx.store.list_jobs(include_finished=args.all)]
-    if ctx.json_output:
-        ctx.emit_json({"jobs": jobs})
-        return 0
-    if not jobs:
-        print("No jobs recorded yet. Submit with `tegbatchd submit ...` (or try `tegbatchd demo`).")
-        return 0
-    for job in jobs:
-        done_stages = sum(s["state"] in ("done", "skipped") for s in job["stages"])
-        mode = " (--now)" if job["mode"] == "now" else ""
-        print(f"{job['id']}  {job['title']}{mode}  [{job['state']}]  stage {min(done_stages + 1, len(job['stages']))}/"
-              f"{len(job['stages'])}  written {job['written']}, pending {job['pending']}, failed {len(job['failed'])}"
-              f"  ${job['cost_usd']:.4f} (standard ${job['standard_cost_usd']:.4f})")
-        if job["blocked_reason"]:
-            print(f"    blocked: {job['blocked_reason']}")
-        if job["truncated"]:
-            print(f"    {len(job['truncated'])} output(s) stopped at max_tokens: {', '.join(job['truncated'][:5])}")
-        for failure in job["failures"][:5]:
-            print(f"    ✗ {failure['custom_id']} ({failure['stage']}): {failure['reason']} after "
-                  f"{failure['attempts']} attempt(s)")
-        if len(job["failures"]) > 5:
-            print(f"    ... and {len(job['failures']) - 5} more failed")
-        if job["next"]:
-            print(f"    next: {job['next']}")
-        for b in job["batches"]:
-            c = b["counts"]
-            counts = ", ".join(f"{k} {v}" for k, v in c.items() if v)
-            print(f"    {b['id']}  {b['stage']}  {b['created_at'][:19].replace('T', ' ')}  {b['api_status']}/"
-                  f"{b['local_state']}  ({counts or 'no requests'})  outputs {b['outputs_written']}")
-            if b["next"]:
-                print(f"      next: {b['next']}")
-    return 0
+                views.note = f"could not refresh: {exc}; showing what is recorded"
+    views.items = [job_view(ctx, j) for j in ctx.store.list_jobs(include_finished=include_all)]
+    return views
 
 
-def cmd_status(args, ctx) -> int:
+def status(ctx, ident: str) -> Views:
+    """One batch in detail, refreshed from the API when it answers."""
     from tegbatchd.actions.targets import find_batch
     from tegbatchd.polling import make_client
 
-    batch = find_batch(ctx, args.batch_id)
-    refreshed = True
+    batch = find_batch(ctx, ident)
+    views = Views()
     try:
         ctx.store.update_batch_status(make_client(ctx).retrieve(batch["id"]))
     except api_mod.AuthRejected:
         raise
     except api_mod.ApiError as exc:
-        refreshed = False
-        ctx.say(f"(could not refresh: {exc}; showing what is recorded)")
+        views.note = f"could not refresh: {exc}; showing what is recorded"
     batch = ctx.store.get_batch(batch["id"])
     job = ctx.store.get_job(batch["job_id"])
     view = _batch_view(ctx, job, batch)
@@ -138,22 +105,7 @@ def cmd_status(args, ctx) -> int:
     created = datetime.fromisoformat(batch["created_at"].replace("Z", "+00:00"))
     view["days_until_archived"] = max(0, (created + ARCHIVE_AFTER - datetime.now(UTC)).days)
     view["job"] = {"id": job["id"], "title": job["title"], "state": job["state"]}
-    view["refreshed"] = refreshed
-    if ctx.json_output:
-        ctx.emit_json(view)
-        return 0
-    c = view["counts"]
-    print(f"{batch['id']}  ({job['title']}, stage {view['stage']})")
-    print(f"  API status:   {view['api_status']}      local: {view['local_state']}")
-    print(f"  created:      {batch['created_at']}   expires: {batch['expires_at']}")
-    print("  requests:     " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    print(f"  outputs:      {view['outputs_written']} written")
-    print(f"  cost:         ${view['cost_usd']:.4f} (standard API ${view['standard_cost_usd']:.4f})")
-    print(f"  results kept: {view['days_until_archived']} more day(s) before they are archived")
-    for e in view["errored"]:
-        print(f"  ✗ {e['custom_id']}: {e['error_type']} — {e['message']}")
-    if view["truncated"]:
-        print(f"  truncated at max_tokens: {', '.join(view['truncated'])}")
-    if view["next"]:
-        print(f"  next: {view['next']}")
-    return 0
+    view["refreshed"] = views.note is None
+    view["created_at"], view["expires_at"] = batch["created_at"], batch["expires_at"]
+    views.items = [view]
+    return views

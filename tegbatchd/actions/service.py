@@ -6,7 +6,6 @@ What install wrote is recorded in state_dir/service-manifest.json, so uninstall 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -16,7 +15,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tegbatchd.cli import add_json
 from tegbatchd.errors import ConfigError, UserError
 from tegbatchd.paths import ensure_dir, write_private
 from tegbatchd.service_managers import manager_for, run_command
@@ -25,26 +23,6 @@ from tegbatchd.units import DAEMON, LINUX, MACOS, TIMER, VARIANTS, UnitPlan, pla
 MANIFEST = "service-manifest.json"
 KEY_NOTE = ("No API key is written into the service: it reads the key from api_key_file in the config "
             "or from the OS keyring.")
-
-
-def register(sub) -> None:
-    p = sub.add_parser("service", help="install, remove or check the background service (systemd/launchd)")
-    ssub = p.add_subparsers(dest="service_command", metavar="ACTION")
-    ssub.required = True
-    inst = ssub.add_parser("install", help="install and start the daemon (or the 5-minute timer)")
-    inst.add_argument("--timer", action="store_true",
-                      help="run `tegbatchd poll --once` every 5 minutes instead of the resident daemon")
-    inst.add_argument("--print", dest="print_only", action="store_true",
-                      help="show the files and commands; write and run nothing")
-    inst.add_argument("--exec", dest="exec_path", help=argparse.SUPPRESS)
-    inst.set_defaults(func=cmd_install)
-    uninst = ssub.add_parser("uninstall", help="stop the service and remove what install wrote")
-    uninst.set_defaults(func=cmd_uninstall)
-    status = ssub.add_parser("status", help="what is installed and whether it runs")
-    add_json(status)
-    status.set_defaults(func=cmd_status)
-    for parser in (inst, uninst, status):
-        parser.add_argument("--platform", choices=(LINUX, MACOS), help=argparse.SUPPRESS)
 
 
 def this_platform() -> str:
@@ -77,17 +55,17 @@ def _executable(exec_path: str | None) -> Path:
     return path
 
 
-def _run_all(commands: list[list[str]], ignore_failure: bool = False) -> None:
+def _run_all(say, commands: list[list[str]], ignore_failure: bool = False) -> None:
     for argv in commands:
         run_command(argv, check=not ignore_failure)
-        print(f"ran: {shlex.join(argv)}")
+        say(f"ran: {shlex.join(argv)}")
 
 
-def _print_commands(manager, commands: list[list[str]]) -> None:
+def _print_commands(say, manager, commands: list[list[str]]) -> None:
     if commands:
-        print(f"{manager.name} is not reachable from here; run these yourself:")
+        say(f"{manager.name} is not reachable from here; run these yourself:")
         for argv in commands:
-            print(f"  {shlex.join(argv)}")
+            say(f"  {shlex.join(argv)}")
 
 
 # --- manifest -------------------------------------------------------------------------------------------
@@ -133,6 +111,7 @@ def _key_notes(ctx) -> list[str]:
 
 
 def cmd_install(args, ctx) -> int:
+    say = ctx.say
     platform = args.platform or this_platform()
     variant = TIMER if args.timer else DAEMON
     unit_plan = plan(platform, variant, _executable(args.exec_path), dict(os.environ), ctx.paths.log_dir)
@@ -144,15 +123,15 @@ def cmd_install(args, ctx) -> int:
     if args.print_only:
         return _print_plan(ctx, unit_plan, prepare + start)
     if previous and not same_unit:
-        print(f"replacing the installed {previous.get('variant')} ({previous.get('unit')})")
-        _remove(previous, manager_for(previous["platform"]), keep=set(map(str, unit_plan.files)))
+        say(f"replacing the installed {previous.get('variant')} ({previous.get('unit')})")
+        _remove(say, previous, manager_for(previous["platform"]), keep=set(map(str, unit_plan.files)))
     folders = {unit_plan.unit_dir} | ({unit_plan.log_dir} if unit_plan.log_dir else set())
     created = _missing_dirs(folders) | set((previous or {}).get("created_dirs", []))
     if unit_plan.log_dir is not None:
         ensure_dir(unit_plan.log_dir)
     for path, text in unit_plan.files.items():
         _write_file(path, text)
-        print(f"wrote {path}")
+        say(f"wrote {path}")
     write_private(manifest_path(ctx), json.dumps({
         "platform": platform, "variant": variant, "unit": unit_plan.start,
         "files": [str(p) for p in unit_plan.files], "created_dirs": sorted(created),
@@ -160,30 +139,31 @@ def cmd_install(args, ctx) -> int:
         "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }, indent=2) + "\n")
     if manager.reachable():
-        _run_all(prepare, ignore_failure=True)
-        _run_all(start)
-        print(f"{unit_plan.start}: {manager.state(unit_plan.start)}")
+        _run_all(say, prepare, ignore_failure=True)
+        _run_all(say, start)
+        say(f"{unit_plan.start}: {manager.state(unit_plan.start)}")
     else:
-        _print_commands(manager, prepare + start)
+        _print_commands(say, manager, prepare + start)
     for note in _key_notes(ctx):
-        print(note)
+        say(note)
     return 0
 
 
 def _print_plan(ctx, unit_plan: UnitPlan, start: list[list[str]]) -> int:
-    print(f"# nothing written: this is what `service install{' --timer' if unit_plan.variant == TIMER else ''}` "
+    say = ctx.say
+    say(f"# nothing written: this is what `service install{' --timer' if unit_plan.variant == TIMER else ''}` "
           "would do")
     for path, text in unit_plan.files.items():
-        print(f"\n# {path}")
-        print(text.rstrip("\n"))
+        say(f"\n# {path}")
+        say(text.rstrip("\n"))
     if unit_plan.log_dir is not None:
-        print(f"\n# log folder (would be created): {unit_plan.log_dir}")
-    print(f"\n# environment passed: {', '.join(unit_plan.environment) or 'none'}")
-    print("# then run:")
+        say(f"\n# log folder (would be created): {unit_plan.log_dir}")
+    say(f"\n# environment passed: {', '.join(unit_plan.environment) or 'none'}")
+    say("# then run:")
     for argv in start:
-        print(f"  {shlex.join(argv)}")
+        say(f"  {shlex.join(argv)}")
     for note in _key_notes(ctx):
-        print(f"# {note}")
+        say(f"# {note}")
     return 0
 
 
@@ -192,13 +172,13 @@ def _print_plan(ctx, unit_plan: UnitPlan, start: list[list[str]]) -> int:
 WANTS_DIRS = ("default.target.wants", "timers.target.wants")
 
 
-def _unlink_wants_links(unit_file: Path) -> None:
+def _unlink_wants_links(say, unit_file: Path) -> None:
     """Remove the links an offline `systemctl enable` made to this file."""
     for wants in WANTS_DIRS:
         link = unit_file.parent / wants / unit_file.name
         if link.is_symlink() and Path(os.path.realpath(link)) == Path(os.path.realpath(unit_file)):
             link.unlink()
-            print(f"removed {link}")
+            say(f"removed {link}")
 
 
 def _remove_empty_wants_dirs(folder: Path) -> None:
@@ -207,18 +187,18 @@ def _remove_empty_wants_dirs(folder: Path) -> None:
             (folder / wants).rmdir()
 
 
-def _remove(manifest: dict, manager, keep: frozenset | set = frozenset()) -> None:
+def _remove(say, manifest: dict, manager, keep: frozenset | set = frozenset()) -> None:
     reachable = manager.reachable()
     stop = manager.stop_commands(manifest["unit"])
     if reachable:
-        _run_all(stop, ignore_failure=True)
+        _run_all(say, stop, ignore_failure=True)
     for name in manifest["files"]:
         path = Path(name)
         if manifest["platform"] == LINUX and not reachable:
-            _unlink_wants_links(path)
+            _unlink_wants_links(say, path)
         if name not in keep and (path.exists() or path.is_symlink()):
             path.unlink()
-            print(f"removed {path}")
+            say(f"removed {path}")
     if manifest["platform"] == LINUX:
         for folder in {Path(name).parent for name in manifest["files"]}:
             _remove_empty_wants_dirs(folder)
@@ -226,24 +206,26 @@ def _remove(manifest: dict, manager, keep: frozenset | set = frozenset()) -> Non
         if folder not in keep and Path(folder).is_dir() and not any(Path(folder).iterdir()):
             Path(folder).rmdir()
     if reachable:
-        _run_all(manager.after_remove_commands(), ignore_failure=True)
+        _run_all(say, manager.after_remove_commands(), ignore_failure=True)
     else:
-        _print_commands(manager, manager.leftover_commands(manifest["unit"]))
+        _print_commands(say, manager, manager.leftover_commands(manifest["unit"]))
 
 
 def cmd_uninstall(args, ctx) -> int:
+    say = ctx.say
     manifest = read_manifest(ctx)
     if manifest is None:
-        print(f"nothing to remove: no service was installed by tegbatchd (no {manifest_path(ctx)})")
+        say(f"nothing to remove: no service was installed by tegbatchd (no {manifest_path(ctx)})")
         return 0
-    _remove(manifest, manager_for(args.platform or manifest["platform"]))
+    _remove(say, manifest, manager_for(args.platform or manifest["platform"]))
     manifest_path(ctx).unlink()
-    print(f"uninstalled the {manifest['variant']} ({manifest['unit']})")
+    say(f"uninstalled the {manifest['variant']} ({manifest['unit']})")
     return 0
 
 
 # --- status ---------------------------------------------------------------------------------------------
 def cmd_status(args, ctx) -> int:
+    say = ctx.say
     manifest = read_manifest(ctx)
     platform = args.platform or (manifest or {}).get("platform") or this_platform()
     manager = manager_for(platform)
@@ -262,12 +244,12 @@ def cmd_status(args, ctx) -> int:
         ctx.emit_json(info)
         return 0
     if not info["installed"]:
-        print("not installed (`tegbatchd service install` installs it)")
+        say("not installed (`tegbatchd service install` installs it)")
         for path in info["found_unrecorded"]:
-            print(f"  found, not written by tegbatchd: {path}")
+            say(f"  found, not written by tegbatchd: {path}")
         return 0
-    print(f"installed: the {info['variant']} ({info['unit']}) on {info['platform']}, {info['installed_at']}")
+    say(f"installed: the {info['variant']} ({info['unit']}) on {info['platform']}, {info['installed_at']}")
     for path, exists in info["files"].items():
-        print(f"  {path}{'' if exists else '  (MISSING)'}")
-    print(f"{info['unit']}: {info['state']}")
+        say(f"  {path}{'' if exists else '  (MISSING)'}")
+    say(f"{info['unit']}: {info['state']}")
     return 0

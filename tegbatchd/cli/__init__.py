@@ -1,4 +1,7 @@
-"""Command-line entry point: thin argument parsing; each command lives in its own module."""
+"""The command line: parses and prints, nothing else. Each command's flags and output live in a module of
+this package; the work is done by `tegbatchd.actions`, which return typed reports. One error handler
+(`render_error`) turns every error type into one line, a next step and a documented exit code. Nothing
+outside this package imports it."""
 
 from __future__ import annotations
 
@@ -16,20 +19,20 @@ from tegbatchd.errors import UserError
 # `tegbatchd list` loads neither the emulator, nor the daemon, nor the SDK); help and unknown commands
 # load them all. tests/test_startup_imports.py checks this table against what the modules register.
 COMMANDS = {
-    "paths": "tegbatchd.actions.info",
-    "config": "tegbatchd.actions.info",
+    "paths": "tegbatchd.cli.info",
+    "config": "tegbatchd.cli.info",
     "emulator": "tegbatchd.emulator.cli",
-    "submit": "tegbatchd.actions.submit",
-    "list": "tegbatchd.actions.listing",
-    "status": "tegbatchd.actions.listing",
-    "retrieve": "tegbatchd.actions.batches",
-    "cancel": "tegbatchd.actions.batches",
-    "retry": "tegbatchd.actions.batches",
-    "poll": "tegbatchd.actions.batches",
-    "daemon": "tegbatchd.daemon",
-    "demo": "tegbatchd.actions.demo",
-    "service": "tegbatchd.actions.service",
-    "teg": "tegbatchd.teg.cli",
+    "submit": "tegbatchd.cli.submit",
+    "list": "tegbatchd.cli.listing",
+    "status": "tegbatchd.cli.listing",
+    "retrieve": "tegbatchd.cli.batches",
+    "cancel": "tegbatchd.cli.batches",
+    "retry": "tegbatchd.cli.batches",
+    "poll": "tegbatchd.cli.batches",
+    "daemon": "tegbatchd.cli.daemon",
+    "demo": "tegbatchd.cli.demo",
+    "service": "tegbatchd.cli.service",
+    "teg": "tegbatchd.cli.teg",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -123,11 +126,3 @@ def render_error(exc: BaseException, ctx, *, verbose: bool = False) -> tuple[str
         return (f"error: internal error ({type(exc).__name__}: {exc}) — please report it (run with -v for "
                 "details); nothing recorded was lost", errors.EXIT_INTERNAL)
     return "", None
-
-
-def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", metavar="DIR", help="data root (default: config data_root, else ./data)")
-
-
-def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")

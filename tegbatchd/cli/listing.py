@@ -1,0 +1,84 @@
+"""`tegbatchd list` and `tegbatchd status ID`: flags and output."""
+
+from __future__ import annotations
+
+from tegbatchd.actions import listing as actions
+from tegbatchd.cli.options import add_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("list", help="jobs and their batches, newest first (from the local store)")
+    p.add_argument("--all", action="store_true", help="include jobs finished more than a week ago")
+    p.add_argument("--refresh", action="store_true", help="ask the API for the status of pending batches first")
+    add_json(p)
+    p.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("status", help="refresh one batch and show it in detail")
+    s.add_argument("batch_id")
+    add_json(s)
+    s.set_defaults(func=cmd_status)
+
+
+def cmd_list(args, ctx) -> int:
+    views = actions.list_jobs(ctx, include_all=args.all, refresh=args.refresh)
+    if views.note:
+        ctx.say(f"({views.note})")
+    jobs = views.items
+    if ctx.json_output:
+        ctx.emit_json({"jobs": jobs})
+        return 0
+    if not jobs:
+        print("No jobs recorded yet. Submit with `tegbatchd submit ...` (or try `tegbatchd demo`).")
+        return 0
+    for job in jobs:
+        done_stages = sum(s["state"] in ("done", "skipped") for s in job["stages"])
+        mode = " (--now)" if job["mode"] == "now" else ""
+        print(f"{job['id']}  {job['title']}{mode}  [{job['state']}]  stage {min(done_stages + 1, len(job['stages']))}/"
+              f"{len(job['stages'])}  written {job['written']}, pending {job['pending']}, failed {len(job['failed'])}"
+              f"  ${job['cost_usd']:.4f} (standard ${job['standard_cost_usd']:.4f})")
+        if job["blocked_reason"]:
+            print(f"    blocked: {job['blocked_reason']}")
+        if job["truncated"]:
+            print(f"    {len(job['truncated'])} output(s) stopped at max_tokens: {', '.join(job['truncated'][:5])}")
+        for failure in job["failures"][:5]:
+            print(f"    ✗ {failure['custom_id']} ({failure['stage']}): {failure['reason']} after "
+                  f"{failure['attempts']} attempt(s)")
+        if len(job["failures"]) > 5:
+            print(f"    ... and {len(job['failures']) - 5} more failed")
+        if job["next"]:
+            print(f"    next: {job['next']}")
+        for b in job["batches"]:
+            c = b["counts"]
+            counts = ", ".join(f"{k} {v}" for k, v in c.items() if v)
+            print(f"    {b['id']}  {b['stage']}  {b['created_at'][:19].replace('T', ' ')}  {b['api_status']}/"
+                  f"{b['local_state']}  ({counts or 'no requests'})  outputs {b['outputs_written']}")
+            if b["next"]:
+                print(f"      next: {b['next']}")
+    return 0
+
+
+
+def cmd_status(args, ctx) -> int:
+    views = actions.status(ctx, args.batch_id)
+    if views.note:
+        ctx.say(f"({views.note})")
+    view = views.items[0]
+    if ctx.json_output:
+        ctx.emit_json(view)
+        return 0
+    job = view["job"]
+    c = view["counts"]
+    print(f"{view['id']}  ({job['title']}, stage {view['stage']})")
+    print(f"  API status:   {view['api_status']}      local: {view['local_state']}")
+    print(f"  created:      {view['created_at']}   expires: {view['expires_at']}")
+    print("  requests:     " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    print(f"  outputs:      {view['outputs_written']} written")
+    print(f"  cost:         ${view['cost_usd']:.4f} (standard API ${view['standard_cost_usd']:.4f})")
+    print(f"  results kept: {view['days_until_archived']} more day(s) before they are archived")
+    for e in view["errored"]:
+        print(f"  ✗ {e['custom_id']}: {e['error_type']} — {e['message']}")
+    if view["truncated"]:
+        print(f"  truncated at max_tokens: {', '.join(view['truncated'])}")
+    if view["next"]:
+        print(f"  next: {view['next']}")
+    return 0
