@@ -253,3 +253,22 @@ def test_answers_cut_at_max_tokens_are_named_and_resent_with_more_room(api_cli, 
     assert sorted(r["max_tokens"] for r in latest) == [200, 200]    # retry.truncated_factor 2
     assert all(r["outcome"] == "succeeded" and r["attempt"] == 2 for r in latest)
     assert job["state"] == "done" and emu.stats()["calls"]["create"] == 2
+
+
+def test_failures_that_will_not_heal_wait_for_the_person_and_the_hint_is_the_command_that_helps(
+        api_cli, tmp_path, data_root):
+    """Point 8: invalid requests are not resubmitted by themselves; the notice never suggests a command
+    that would do nothing (`retry JOB` would leave them out: it says --all-errors, after fixing the cause)."""
+    cli, emu = api_cli("--process-seconds", "0", "--error-rate", "1", "--error-type", "invalid_request_error")
+    sub = cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 3)), "--output",
+              "commentary/misc/{custom_id}.md", "--json", check=True).json()
+    job = _poll_until_settled(cli)
+    assert job["state"] == "failed" and len(job["batches"]) == 1          # never resubmitted by itself
+    (notice,) = _store().notices()
+    assert notice["body"].endswith(f"fix the cause, then tegbatchd retry {sub['job_id']} --all-errors")
+    assert job["next"] == f"fix the cause, then tegbatchd retry {sub['job_id']} --all-errors"
+    plain = cli("retry", sub["job_id"], check=True).out
+    assert "Nothing to retry" in plain and "3 invalid_request_error" in plain and "--all-errors" in plain
+    assert emu.stats()["calls"]["create"] == 1
+    assert "Resubmitted 3 request(s)" in cli("retry", sub["job_id"], "--all-errors", check=True).out
+    assert emu.stats()["calls"]["create"] == 2
