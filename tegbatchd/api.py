@@ -254,17 +254,25 @@ class BatchApi:
             raise
 
     def model(self, model_id: str) -> dict:
-        """What the Models API says of a model id: {id, display_name, created_at}. NotFound when the key
-        cannot use it (unknown or retired)."""
-        info = self._call(self.client.models.retrieve, model_id)
-        return {"id": info.id, "display_name": getattr(info, "display_name", None),
-                "created_at": _iso(getattr(info, "created_at", None))}
+        """What the Models API says of a model id: {id, lifecycle (active | deprecated | retired), retires_at,
+        max_tokens, line}. NotFound when the API does not know it."""
+        return _model_dict(self._call(self.client.models.retrieve, model_id))
+
+    def models(self) -> list[dict]:
+        """Every model the key can use (active and deprecated), newest first."""
+        return [_model_dict(m) for m in self._call(self.client.models.list, limit=1000)]
 
     def message(self, params: dict, *, timeout: float | None = None) -> dict:
         """One standard Messages API call (for --now); retries are the caller's."""
         client = self.client.with_options(max_retries=0, timeout=timeout or self.client.timeout)
         msg = self._call(client.messages.create, **params)
         return msg.model_dump(mode="json")
+
+
+def _model_dict(info: Any) -> dict:
+    return {"id": info.id, "lifecycle": getattr(info, "lifecycle", None) or "active",
+            "retires_at": _iso(getattr(info, "retires_at", None)), "max_tokens": getattr(info, "max_tokens", None),
+            "line": getattr(info, "line", None)}
 
 
 def sdk_models() -> tuple[list[str], dict[str, str]]:

@@ -22,8 +22,9 @@ MIN_THINKING_BUDGET = 1024
 @dataclass(frozen=True)
 class ModelUse:
     model: str
-    origin: str            # "stages.narrative.model in your config", "line 3 of requests.jsonl"
+    origin: str            # "stages.narrative.model in your config", "request X of requests.jsonl"
     config_key: str | None = None
+    max_tokens: int | None = None   # the largest max_tokens asked of it
 
 
 def lint_params(params: object, *, allowed: frozenset[str], batch: bool = True) -> list[str]:
@@ -102,43 +103,49 @@ def lint_requests(requests, *, source: str) -> None:
                          next_step="fix them and submit again", details=shown)
 
 
-def replacement(model: str, config) -> str:
-    """A current model to suggest instead of `model`: the shipped default of the same family, else any."""
-    from tegbatchd.config import load_config
+def replacement(client, info: dict | None, model: str) -> str | None:
+    """An active model of the same line (the Models API's `line`), else the newest active one."""
+    from tegbatchd import api as api_mod
 
-    defaults = [s["model"] for s in load_config(None)["stages"].values()]
-    family = next((f for f in ("opus", "sonnet", "haiku") if f in model), None)
-    same = [m for m in defaults if family and family in m]
-    return (same or defaults)[0]
+    try:
+        active = [m for m in client.models() if m["lifecycle"] == "active"]
+    except api_mod.ApiError:
+        return None
+    line = (info or {}).get("line")
+    same = [m for m in active if line and m.get("line") == line]
+    return (same or active or [{"id": None}])[0]["id"]
 
 
 def check_models(ctx, client, uses: list[ModelUse]) -> list[str]:
-    """Ask the Models API about each model (cached a day in the store). Raise ConfigError naming every
-    retired or unknown one, where it comes from and a current replacement; return warnings for models the
-    SDK lists as deprecated (with their end-of-life date)."""
-    from tegbatchd import api as api_mod
-
-    _, deprecated = api_mod.sdk_models()
+    """Ask the Models API about each model (kept a day in the store). Raise ConfigError naming every
+    retired or unknown one, where it comes from and a current replacement; return warnings for deprecated
+    ones (with their retirement date)."""
     problems, warnings, seen = [], [], set()
     for use in uses:
         if use.model in seen:
             continue
         seen.add(use.model)
-        if not _served(ctx, client, use.model):
-            problems.append(f"model {use.model!r} ({use.origin}) is retired or unknown to the API; "
-                            f"use a current one such as {replacement(use.model, ctx.config)!r}")
-        elif use.model in deprecated:
-            warnings.append(f"model {use.model!r} ({use.origin}) is deprecated: it stops working on "
-                            f"{deprecated[use.model]}")
+        info = model_info(ctx, client, use.model)
+        if info is None or info["lifecycle"] == "retired":
+            what = "retired" if info else "unknown to the API"
+            better = replacement(client, info, use.model)
+            problems.append(f"model {use.model!r} ({use.origin}) is {what}"
+                            + (f"; use a current one such as {better!r}" if better else ""))
+        elif use.max_tokens and info.get("max_tokens") and use.max_tokens > info["max_tokens"]:
+            problems.append(f"max_tokens {use.max_tokens} ({use.origin}) is above {use.model}'s limit of "
+                            f"{info['max_tokens']}")
+        if info is not None and info["lifecycle"] == "deprecated":
+            when = (info.get("retires_at") or "")[:10] or "a date the API has not set"
+            warnings.append(f"model {use.model!r} ({use.origin}) is deprecated: it stops working on {when}")
     if problems:
-        first = problems[0]
-        raise ConfigError(first if len(problems) == 1 else f"{len(problems)} models cannot be used",
+        raise ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} models cannot be used",
                           next_step="change the model (`tegbatchd config path` shows your config); nothing was "
                                     "recorded", details=problems if len(problems) > 1 else [])
     return warnings
 
 
-def _served(ctx, client, model: str) -> bool:
+def model_info(ctx, client, model: str) -> dict | None:
+    """The Models API's answer for a model (None: unknown), from the store when asked within a day."""
     from tegbatchd import api as api_mod
 
     key = f"model:{client.endpoint}:{model}"
@@ -147,16 +154,28 @@ def _served(ctx, client, model: str) -> bool:
     if cached:
         entry = json.loads(cached)
         if now - datetime.fromisoformat(entry["checked_at"]) < MODEL_CACHE:
-            return bool(entry["served"])
+            return entry["info"]
     try:
-        client.model(model)
-        served = True
+        info = client.model(model)
     except api_mod.NotFound:
-        served = False
-    ctx.store.kv_set(key, json.dumps({"served": served, "checked_at": now.isoformat()}))
-    return served
+        info = None
+    ctx.store.kv_set(key, json.dumps({"info": info, "checked_at": now.isoformat()}))
+    return info
 
 
 def stage_model_uses(config, stage_names) -> list[ModelUse]:
-    return [ModelUse(config.stage(name)["model"], f"stages.{name}.model in your config", f"stages.{name}.model")
-            for name in stage_names]
+    return [ModelUse(config.stage(name)["model"], f"stages.{name} in your config", f"stages.{name}.model",
+                     config.stage(name)["max_tokens"]) for name in stage_names]
+
+
+def item_model_uses(items, origin: str) -> list[ModelUse]:
+    """One use per model of the items: the first request naming it, and the largest max_tokens asked."""
+    uses: dict[str, ModelUse] = {}
+    for item in items:
+        if not item.model:
+            continue
+        known = uses.get(item.model)
+        top = max(item.max_tokens or 0, known.max_tokens or 0) if known else item.max_tokens
+        uses[item.model] = ModelUse(item.model, known.origin if known else f"request {item.custom_id} of {origin}",
+                                    max_tokens=top)
+    return list(uses.values())

@@ -21,6 +21,7 @@ from tegbatchd.errors import EXIT_AUTH, InputError, UserError
 from tegbatchd.locks import is_locked
 from tegbatchd.pipelines import get_pipeline
 from tegbatchd.polling import make_client, poll_once
+from tegbatchd.preflight import item_model_uses
 from tegbatchd.submission import Item, archive_intents, items_from_plan, read_requests_file, split
 
 
@@ -124,16 +125,6 @@ def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool) -> l
     return preflight.check_models(ctx, client, uses)
 
 
-def _file_model_uses(items: list[Item], source: Path):
-    from tegbatchd.preflight import ModelUse
-
-    first: dict[str, str] = {}
-    for item in items:
-        if item.model:
-            first.setdefault(item.model, item.custom_id)
-    return [ModelUse(model, f"request {cid} of {source.name}") for model, cid in first.items()]
-
-
 def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dry_run: bool = False,
                     again: bool = False) -> SubmitReport | DryRunReport:
     """Given a JSONL requests file and an output template, record the job and create its batches."""
@@ -143,7 +134,7 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     pipeline = get_pipeline("requests")
     spec = {"source": str(source), "output": output, "label": label}
     title = pipeline.title(spec)
-    warnings = _preflight(ctx, items, _file_model_uses(items, source), source=str(source), dry_run=dry_run)
+    warnings = _preflight(ctx, items, item_model_uses(items, source.name), source=str(source), dry_run=dry_run)
     if dry_run:
         return _dry_run(ctx, title, items, [], warnings)
     client = make_client(ctx)

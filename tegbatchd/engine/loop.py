@@ -240,11 +240,7 @@ def preflight_items(ctx, client, items, *, origin: str) -> list[str]:
     from tegbatchd import preflight
 
     preflight.lint_requests(((i.custom_id, json.loads(i.line)["params"]) for i in items), source=origin)
-    models: dict[str, str] = {}
-    for item in items:
-        if item.model:
-            models.setdefault(item.model, item.custom_id)
-    uses = [preflight.ModelUse(model, f"request {cid} of {origin}") for model, cid in models.items()]
+    uses = preflight.item_model_uses(items, origin)
     return preflight.check_models(ctx, client, uses) if CHECK_MODELS else []
 
 
