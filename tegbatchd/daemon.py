@@ -12,9 +12,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tegbatchd.backoff import backoff
 from tegbatchd.context import Context
@@ -45,10 +46,10 @@ class Daemon:
     """The daemon's loop. `make_context` gives a fresh Context (one per thread: SQLite connections stay
     in the thread that opened them)."""
 
-    make_context: callable = Context
-    clock: object = field(default_factory=SystemClock)
+    make_context: Callable[[], Context] = Context
+    clock: SystemClock = field(default_factory=SystemClock)
     heartbeat: float = HEARTBEAT_SECONDS
-    notifier: object = None
+    notifier: Any = None
     polls: list[str] = field(default_factory=list)     # why each poll ran: start, due, wake, retry
     _stop: asyncio.Event | None = None
     _last_wall: float = 0.0
@@ -63,7 +64,7 @@ class Daemon:
         from concurrent.futures import ThreadPoolExecutor
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tegbatchd-poll")
-        self._poll_ctx = None
+        self._poll_ctx: Context | None = None
         self.ctx = self.make_context()
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -153,9 +154,9 @@ class Daemon:
         """Runs in the worker thread with its own store connection."""
         from tegbatchd.polling import poll_once
 
-        if self._poll_ctx is None:
-            self._poll_ctx = self.make_context()
         ctx = self._poll_ctx
+        if ctx is None:
+            ctx = self._poll_ctx = self.make_context()
         try:
             if not force and not ctx.store.has_pending():
                 return None

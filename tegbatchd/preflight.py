@@ -41,7 +41,7 @@ def lint_params(params: object, *, allowed: frozenset[str], batch: bool = True) 
         problems.append("max_tokens must be a whole number of at least 1")
     for name, lo, hi in (("temperature", 0.0, 1.0), ("top_p", 0.0, 1.0)):
         value = params.get(name)
-        if name in params and (not _number(value) or not lo <= value <= hi):
+        if name in params and not (isinstance(value, int | float) and _number(value) and lo <= value <= hi):
             problems.append(f"{name} must be a number from {lo:g} to {hi:g}")
     if "top_k" in params and (not isinstance(params["top_k"], int) or params["top_k"] < 0):
         problems.append("top_k must be a whole number of at least 0")

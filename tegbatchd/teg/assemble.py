@@ -42,7 +42,7 @@ def _round_cell(player: dict, round_no: int) -> str:
     return "-"
 
 
-def tournament_facts_markdown(facts: dict, round_info: dict[int, tuple[str, str]] | None = None) -> str:
+def tournament_facts_markdown(facts: dict, round_info: dict[int, tuple[str | None, str | None]] | None = None) -> str:
     """The factual sections of the story notes, computed locally: winners, standings, leaders, records."""
     t = facts["tournament"]
     comps = t["competitions"]
@@ -73,7 +73,7 @@ def tournament_facts_markdown(facts: dict, round_info: dict[int, tuple[str, str]
     return "\n".join(lines)
 
 
-def assembled_story_notes(facts: dict, synthesis: str, round_info: dict[int, tuple[str, str]] | None = None) -> str:
+def assembled_story_notes(facts: dict, synthesis: str, round_info: dict[int, tuple[str | None, str | None]] | None = None) -> str:
     """The tournament story notes file: title, computed facts, then the synthesis text."""
     t = facts["tournament"]
     return "\n".join([f"# TEG {t['teg']} story notes", "", tournament_facts_markdown(facts, round_info),

@@ -62,8 +62,8 @@ def competition(totals: dict[str, float], higher_is_better: bool) -> dict:
     return {
         "winner": joined(winners), "winners": winners, "tied": len(winners) > 1, "score": _num(best),
         "next": joined(n for n, v in totals.items() if v == nxt) if rest else None,
-        "next_score": _num(nxt) if rest else None,
-        "margin": _num(abs(best - nxt)) if rest else None,
+        "next_score": _num(nxt) if nxt is not None else None,
+        "margin": _num(abs(best - nxt)) if nxt is not None else None,
     }
 
 
@@ -143,8 +143,7 @@ def hole_difficulty(rows: list[HoleScore]) -> list[dict]:
 
 
 def _venue(table: ScoreTable, teg: int) -> dict:
-    infos = [table.info(teg, r) for r in table.rounds(teg)]
-    infos = [i for i in infos if i is not None]
+    infos = [i for i in (table.info(teg, r) for r in table.rounds(teg)) if i is not None]
     courses = list(dict.fromkeys(i.course for i in infos if i.course))
     dates = [i.date for i in infos if i.date]
     years = [i.year for i in infos if i.year]

@@ -209,7 +209,8 @@ class Tournament:
             if missing:
                 plan.notes.append(f"TEG{teg}: round story for R{describe(missing)} missing, synthesis skipped")
                 continue
-            text = prompts.synthesis_message(tournament_facts(table, teg), stories)
+            text = prompts.synthesis_message(tournament_facts(table, teg),
+                                             {r: t for r, t in stories.items() if t is not None})
             plan.requests.append(PlannedRequest(f"TEG{teg}_synthesis",
                                                 prompts.request_params(stage, config, system, text),
                                                 synthesis_path(teg)))
@@ -253,7 +254,7 @@ class Tournament:
         return written
 
 
-PIPELINES = {"round-reports": RoundReports(), "tournament": Tournament()}
+PIPELINES: dict[str, RoundReports | Tournament] = {"round-reports": RoundReports(), "tournament": Tournament()}
 
 
 def missing_story_notes(spec: dict, data_root: Path) -> list[str]:
@@ -324,7 +325,7 @@ def parse_tournament_args(table: ScoreTable, teg: str | None = None, range_: tup
     """
     if (teg is None) == (range_ is None):
         raise InputError("give the tournaments with either --teg A-B or --range A B", next_step="e.g. --range 3 17")
-    text = teg if teg is not None else f"{range_[0]}-{range_[1]}"
+    text = teg if teg is not None else f"{range_[0]}-{range_[1]}" if range_ is not None else ""
     tegs, skipped = _select_tegs(table, text)
     unknown = [k for k in reports if k not in REPORT_KINDS]
     if unknown:
