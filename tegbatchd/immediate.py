@@ -27,12 +27,13 @@ from tegbatchd.engine.loop import advance
 from tegbatchd.engine.states import IntentState, JobState, Outcome
 from tegbatchd.errors import EXIT_AUTH, UserError
 from tegbatchd.locks import file_lock
-from tegbatchd.outputs import AtomicWriter, message_text
+from tegbatchd.outputs import message_text
 from tegbatchd.pacing import TokenBudget, backoff_delay, estimate_tokens
 from tegbatchd.polling import make_client
 from tegbatchd.retrieval import _usage as usage_fields
 from tegbatchd.store import now_iso
 from tegbatchd.submission import Item
+from tegbatchd.writer import UnsafePath, Writer
 
 GROUP = 20                # answers written, synced once, then recorded in one transaction
 MESSAGE_TIMEOUT = 600.0   # seconds for one non-streaming call (long narratives take minutes)
@@ -220,7 +221,8 @@ def run_job_now(ctx, kind: str, spec: dict, title: str, stages: list[str]) -> in
 def _send_all(ctx, sender: Sender, items: list[Item], rows: dict, run: NowRun, concurrency: int,
               data_root: Path) -> None:
     """Send items concurrently; write and record each answer as it comes (synced once per group)."""
-    writer = AtomicWriter()
+    job = ctx.store.get_job(run.job_id)
+    writer = Writer(data_root, recorded=ctx.store.recorded_shas, force=bool(job["spec"].get("force")))
     group: list[dict] = []
     settled: set[Future] = set()
 
@@ -254,9 +256,10 @@ def _send_all(ctx, sender: Sender, items: list[Item], rows: dict, run: NowRun, c
     finally:
         flush()
         pool.shutdown(wait=True)
+        writer.close()
 
 
-def _settle(ctx, writer: AtomicWriter, answer: Answer, rows: dict, run: NowRun, data_root: Path) -> dict | None:
+def _settle(ctx, writer: Writer, answer: Answer, rows: dict, run: NowRun, data_root: Path) -> dict | None:
     """Write a successful answer and print one progress line; return the record (None: not sent)."""
     if answer.stopped:
         return None
@@ -276,17 +279,27 @@ def _settle(ctx, writer: AtomicWriter, answer: Answer, rows: dict, run: NowRun, 
         return {"id": row["id"], "outcome": Outcome.ERRORED, "error_type": answer.error_type,
                 "error_message": answer.error_message[:500]}
     try:
-        sha = writer.write(item.output, message_text(answer.message))
+        written = writer.write(item.output, message_text(answer.message))
+    except UnsafePath as exc:
+        run.failed.append({"custom_id": item.custom_id, "error_type": "unsafe_path"})
+        ctx.say(f"  ✗ {item.custom_id}: unsafe_path — {exc.message}")
+        ctx.store.add_event("unsafe_path", exc.message, job_id=run.job_id)
+        return {"id": row["id"], "outcome": Outcome.ERRORED, "error_type": "unsafe_path",
+                "error_message": exc.message[:500]}
     except OSError as exc:
         raise UserError(f"cannot write {item.output}: {exc.strerror}",
                         next_step="free space or fix permissions, then run the same command again") from None
     run.succeeded += 1
-    run.written.append(str(item.output))
+    run.written.append(written.path)
+    if written.beside:
+        note = f"{item.output} was edited since it was written; kept, the new answer is in {written.path}"
+        ctx.say(f"  ! {note}")
+        ctx.store.add_event("kept_edit", note, job_id=run.job_id)
     truncated = " — stopped at max_tokens" if answer.message.get("stop_reason") == "max_tokens" else ""
     root = data_root.resolve()
     shown = item.output.relative_to(root) if item.output.is_relative_to(root) else item.output
     ctx.say(f"  ✓ {item.custom_id} → {shown} ({answer.seconds:.1f} s{tries}){truncated}")
-    return {"id": row["id"], "outcome": Outcome.SUCCEEDED, "output_sha256": sha, "written_at": now_iso(),
+    return {"id": row["id"], "outcome": Outcome.SUCCEEDED, "output_sha256": written.sha256, "written_at": now_iso(),
             "stop_reason": answer.message.get("stop_reason"), **usage_fields(answer.message)}
 
 

@@ -80,21 +80,12 @@ def ensure_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, text: str | Iterable[bytes]) -> None:
-    """Write a state or config file atomically with mode 0600: a text, or chunks of bytes written one by
-    one (a 200 MB archive of requests is never joined in memory)."""
+    """Write a state or config file atomically with mode 0600 and fsync it: a text, or chunks of bytes
+    (a 200 MB archive of requests is never joined in memory). Written by the one writer (tegbatchd.writer)."""
+    from tegbatchd.writer import write_file
+
     ensure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in [text.encode("utf-8")] if isinstance(text, str) else text:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(path, text, mode=FILE_MODE, fsync=True)
 
 
 def resolve_data_root(cli_value: str | None, config_value: str | None) -> Path:

@@ -9,16 +9,19 @@ import threading
 from dataclasses import dataclass, field
 
 from tegbatchd import api as api_mod
-from tegbatchd.engine.states import ARCHIVED, MISSING_RESULT, BatchState, Outcome
+from tegbatchd.engine.states import ARCHIVED, UNSAFE_PATH, BatchState, Outcome
 from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
-from tegbatchd.outputs import AtomicWriter, message_text, remove_stale_temps
+from tegbatchd.outputs import message_text
 from tegbatchd.paths import ensure_dir, write_private
-from tegbatchd.store import RetrievalRow, now_iso
+from tegbatchd.store import now_iso
+from tegbatchd.writer import UnsafePath, Writer, Written
 
 log = logging.getLogger(__name__)
 
 GROUP = 500  # files written, synced once, then recorded in one transaction
+LOOKUP = 250  # result lines looked up in the store at a time (no map of the whole batch is held)
+BACKGROUND = True  # files written by a helper thread while the main thread parses
 STOP = threading.Event()  # set by the daemon on SIGTERM: finish the file being written, record, return
 
 
@@ -31,6 +34,8 @@ class RetrieveReport:
     failures: list[dict] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)
+    unsafe: list[str] = field(default_factory=list)       # outputs refused: a folder became a symlink
+    kept_edits: list[str] = field(default_factory=list)   # NAME.new.md written beside a hand-edited output
     total: int = 0
     succeeded: int = 0
     message: str = ""
@@ -43,18 +48,20 @@ def _text(value, limit: int | None = None) -> str | None:
     return value[:limit] if isinstance(value, str) else None
 
 
-def _tokens(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else 0
+_USAGE = (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+          ("cache_write_tokens", "cache_creation_input_tokens"), ("cache_read_tokens", "cache_read_input_tokens"))
 
 
 def _usage(message: dict) -> dict:
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
-    return {
-        "input_tokens": _tokens(usage.get("input_tokens")),
-        "output_tokens": _tokens(usage.get("output_tokens")),
-        "cache_write_tokens": _tokens(usage.get("cache_creation_input_tokens")),
-        "cache_read_tokens": _tokens(usage.get("cache_read_input_tokens")),
-    }
+    """Token counts of a message (anything that is not a sane count recorded as 0)."""
+    usage = message.get("usage")
+    if type(usage) is not dict:
+        return {k: 0 for k, _ in _USAGE}
+    out = {}
+    for key, field_name in _USAGE:
+        value = usage.get(field_name)
+        out[key] = value if type(value) is int and 0 <= value < 2**63 else 0
+    return out
 
 
 def _outcome(result: dict) -> dict:
@@ -82,39 +89,43 @@ def _parse(line: bytes) -> tuple[str, dict] | None:
     return obj["custom_id"], obj["result"]
 
 
-def _verify_written(store, rows: dict[str, RetrievalRow]) -> list[str]:
+def _verify_written(store, intent_id: int) -> list[int]:
     """Forget records whose file has gone (power loss, deleted by hand) so they are written again.
 
-    Return their custom_ids."""
-    gone = [cid for cid, r in rows.items() if r.written and not os.path.exists(r.output_path)]
+    Return their request ids."""
+    gone = [rid for rid, path in store.written_of_intent(intent_id) if not os.path.exists(path)]
     if gone:
-        store.forget_written([rows[cid].id for cid in gone])
+        store.forget_written(gone)
     return gone
 
 
-def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_file=None) -> RetrieveReport:
+def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_file=None,
+                   force: bool = False) -> RetrieveReport:
     """Write an ended batch's results to their recorded paths and record each outcome.
 
     Holds the batch's lock (one writer per batch; wait=0 returns state "busy" when another process has
     it). Resumes where an earlier run stopped; running it again writes nothing new. Raise UserError on a
     write error (disk full, read-only): what was written is recorded and the batch stays retrievable.
+    An output whose folder became a symlink is recorded as failed (unsafe_path); an output edited by
+    hand since it was written is kept and the answer written beside it (NAME.new.md), unless force (or
+    the job's own --force).
     """
     store = ctx.store
     with file_lock(ctx.paths.lock_dir / f"batch-{batch_id}.lock", wait=wait) as mine:
         batch = store.get_batch(batch_id)
         if not mine:
             return RetrieveReport(batch_id, batch["api_status"], "busy", message="another process is retrieving it")
-        rows = store.retrieval_rows(batch_id)
-        rewritten = _verify_written(store, rows)
+        intent_id = batch["intent_id"]
+        rewritten = _verify_written(store, intent_id)
+        total, open_count = store.intent_open_count(intent_id)
         if batch["api_status"] != "ended":
             info = client.retrieve(batch_id)  # NotFound just after create: raised, the caller tries later
             store.update_batch_status(info)
             batch = store.get_batch(batch_id)
             if batch["api_status"] != "ended":
-                return RetrieveReport(batch_id, batch["api_status"], "not_ended", total=len(rows))
-        remaining = {cid for cid, r in rows.items() if not r.done}.union(rewritten)
-        report = RetrieveReport(batch_id, "ended", "retrieved", total=len(rows))
-        if not remaining:
+                return RetrieveReport(batch_id, batch["api_status"], "not_ended", total=total)
+        report = RetrieveReport(batch_id, "ended", "retrieved", total=total)
+        if not open_count:
             if batch["local_state"] != BatchState.RETRIEVED:
                 store.move_batch(batch_id, BatchState.RETRIEVED)
             report.state = "already"
@@ -123,47 +134,131 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         if batch["archived_at"]:
             report.state = "archived"
             report.message = ("its results were archived (29 days after creation) before they were retrieved: "
-                              f"{len(remaining)} request(s) recorded as failures of kind archived")
+                              f"{open_count} request(s) recorded as failures of kind archived")
             store.settle_batch(batch_id, ARCHIVED, "results archived before they were retrieved")
             _summarize(report, store, batch_id)
             return report
         store.move_batch(batch_id, BatchState.RETRIEVING)
-        remove_stale_temps({os.path.dirname(rows[c].output_path) for c in remaining})
         if rewritten:
             report.anomalies.append(f"{len(rewritten)} recorded file(s) were missing and will be written again")
-        _stream(ctx, client, batch_id, rows, remaining, report, on_file)
+        job = store.get_job(batch["job_id"])
+        writer = Writer(job["data_root"], recorded=store.recorded_shas,
+                        force=force or bool(job["spec"].get("force")), background=BACKGROUND)
+        try:
+            _stream(ctx, client, batch_id, intent_id, writer, report, on_file)
+        finally:
+            writer.close()
         if report.state == "retrieved":
-            missing = sorted(remaining)
+            missing = store.mark_missing(intent_id)
             if missing:
-                store.record_results([{"id": rows[c].id, "outcome": Outcome.ERRORED, "error_type": MISSING_RESULT,
-                                       "error_message": "no result line for this request"} for c in missing])
-                report.anomalies.append(f"{len(missing)} request(s) had no result line")
+                report.anomalies.append(f"{missing} request(s) had no result line")
             store.move_batch(batch_id, BatchState.RETRIEVED)
             _summarize(report, store, batch_id)
             _write_summary(ctx, batch_id, report)
         return report
 
 
-def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: RetrieveReport, on_file) -> None:
+class _Group:
+    """Results on their way to the store: files queued to the writer, synced, then recorded together.
+
+    Pipelined: a full group is recorded only once the next one is full, so the writer's thread keeps
+    writing the next group's files while this one is synced and recorded (never recorded before its
+    files are written and synced)."""
+
+    def __init__(self, ctx, batch_id: str, writer: Writer, report: RetrieveReport, on_file):
+        self.store, self.batch_id, self.writer, self.report, self.on_file = ctx.store, batch_id, writer, report, on_file
+        self.records: dict[int, dict] = {}
+        self.files = 0
+        self.previous: tuple[dict[int, dict], int] | None = None
+        self.unsafe: dict[str, int] = {}
+
+    def add(self, record: dict, path: str | None = None, text: str | None = None) -> None:
+        self.records[record["id"]] = record
+        if path is not None:
+            self.writer.put(path, text, (record, path))
+            self.files += 1
+        if len(self.records) >= GROUP:
+            if self.files:
+                self.writer.put_sync()  # synced by the writer's thread, after this group's files
+            previous, self.previous = self.previous, (self.records, self.files)
+            self.records, self.files = {}, 0
+            if previous:
+                self._finish(*previous)
+
+    def flush(self) -> None:
+        """Record everything added so far (the previous group, then this one)."""
+        previous, self.previous = self.previous, None
+        try:
+            if previous:
+                self._finish(*previous)
+        finally:
+            records, files = self.records, self.files
+            self.records, self.files = {}, 0
+            if files:
+                self.writer.put_sync()
+            self._finish(records, files)
+
+    def _finish(self, records: dict[int, dict], files: int) -> None:
+        """Wait for a group's files, sync once, record it in one transaction; then raise the first write
+        error (disk full, read-only), if any, with what was written recorded."""
+        error = None
+        if files:
+            *results, (_, synced) = self.writer.collect(files + 1)  # the files, then the sync queued after them
+            if synced is not None:
+                error = synced
+                records = {}  # not known to be on disk: nothing of this group is recorded
+            for (record, output), result in results:
+                if record["id"] not in records:
+                    continue
+                if isinstance(result, Written):
+                    record["output_sha256"] = result.sha256
+                    self._written(result, output)
+                elif isinstance(result, UnsafePath):
+                    record.update(outcome=Outcome.ERRORED, error_type=UNSAFE_PATH, error_message=result.message[:500],
+                                  written_at=None, stop_reason=None)
+                    self.unsafe[result.where] = self.unsafe.get(result.where, 0) + 1
+                    self.report.unsafe.append(result.path)
+                else:
+                    del records[record["id"]]  # not written: stays to fetch on the next run
+                    error = error or result
+        if records:
+            self.store.record_results(list(records.values()))
+        if error is not None:
+            path = getattr(error, "filename", None) or "an output"
+            self.store.add_event("write_error", f"{path}: {error.strerror or error}", batch_id=self.batch_id)
+            raise UserError(f"cannot write {path}: {error.strerror or error}",
+                            next_step=f"free space or fix permissions, then `tegbatchd retrieve {self.batch_id}` "
+                                      "(what was written is kept)")
+
+    def _written(self, result: Written, output: str) -> None:
+        self.report.written.append(result.path if result.beside else output)  # the row's own string
+        if result.beside:
+            self.report.kept_edits.append(result.path)
+            note = f"{output}: the file was edited since it was written; kept, the new answer is in {result.path}"
+            self.report.anomalies.append(note)
+            self.store.add_event("kept_edit", note, batch_id=self.batch_id)
+        if self.on_file:
+            self.on_file(result.path)
+
+    def report_unsafe(self) -> None:
+        for where, count in self.unsafe.items():
+            note = (f"{count} output(s) not written: {where} is a symlink now (after submit); nothing is written "
+                    "outside the data root — put the folder back and `tegbatchd retry` them")
+            self.report.anomalies.append(note)
+            self.store.add_event("unsafe_path", note, batch_id=self.batch_id)
+
+
+def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: RetrieveReport, on_file) -> None:
+    """Stream the result lines; look their requests up LOOKUP at a time; write, sync and record by GROUP."""
     store = ctx.store
-    writer = AtomicWriter()
-    group: list[dict] = []
+    group = _Group(ctx, batch_id, writer, report, on_file)
     seen_unknown: set[str] = set()
+    waiting: list[tuple[str, dict]] = []
 
-    def flush() -> None:
-        if group:
-            if any(g.get("written_at") for g in group):
-                writer.sync()
-            store.record_results(group)
-            group.clear()
-
-    try:
-        for number, line in enumerate(client.result_lines(batch_id), start=1):
-            parsed = _parse(line)
-            if parsed is None:
-                report.anomalies.append(f"result line {number} is malformed; skipped")
-                continue
-            cid, result = parsed
+    def settle() -> None:
+        rows = store.retrieval_lookup(intent_id, [cid for cid, _ in waiting])
+        at = now_iso()  # one time for the few hundred results looked up together
+        for cid, result in waiting:
             row = rows.get(cid)
             if row is None:
                 if cid not in seen_unknown:
@@ -171,40 +266,45 @@ def _stream(ctx, client, batch_id: str, rows: dict, remaining: set, report: Retr
                     store.add_event("anomaly", f"result for unknown custom_id {cid!r}", batch_id=batch_id)
                     report.anomalies.append(f"unknown custom_id {cid!r} in the results; not written")
                 continue
-            if cid not in remaining:
-                continue
-            if STOP.is_set():
-                report.state = "incomplete"
-                report.message = f"stopped on request; {len(remaining)} result(s) left for the next run"
-                break
+            if row.done or row.id in group.records:
+                continue  # (a line repeated across groups is written and recorded twice: harmless)
             if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
                 message = result["message"]
-                path = row.output_path
-                try:
-                    sha = writer.write(path, message_text(message))
-                except OSError as exc:
-                    flush()
-                    store.add_event("write_error", f"{path}: {exc.strerror}", batch_id=batch_id)
-                    raise UserError(f"cannot write {path}: {exc.strerror}",
-                                    next_step=f"free space or fix permissions, then `tegbatchd retrieve {batch_id}` "
-                                              "(what was written is kept)") from None
-                record = {"id": row.id, "outcome": Outcome.SUCCEEDED, "output_sha256": sha, "written_at": now_iso(),
-                          "stop_reason": _text(message.get("stop_reason")), **_usage(message)}
-                report.written.append(path)  # the row's own string: 8 bytes per file
-                if on_file:
-                    on_file(path)
+                group.add({"id": row.id, "outcome": Outcome.SUCCEEDED, "written_at": at,
+                           "stop_reason": _text(message.get("stop_reason")), **_usage(message)},
+                          row.output_path, message_text(message))
             else:
-                record = {"id": row.id, **_outcome(result)}
-            remaining.discard(cid)
-            group.append(record)
-            if len(group) >= GROUP:
-                flush()
-    except api_mod.StreamCut as exc:
-        report.state = "incomplete"
-        report.message = f"{exc}; {len(remaining)} result(s) left — they are fetched on the next run"
-        store.add_event("stream_cut", report.message, batch_id=batch_id)
+                group.add({"id": row.id, **_outcome(result)})
+        waiting.clear()
+
+    try:
+        try:
+            for number, line in enumerate(client.result_lines(batch_id), start=1):
+                if STOP.is_set():
+                    report.state = "incomplete"
+                    break
+                parsed = _parse(line)
+                if parsed is None:
+                    report.anomalies.append(f"result line {number} is malformed; skipped")
+                    continue
+                waiting.append(parsed)
+                if len(waiting) >= LOOKUP:
+                    settle()
+            if waiting and report.state != "incomplete":
+                settle()
+        except api_mod.StreamCut as exc:
+            if waiting:
+                settle()
+            report.state = "incomplete"
+            report.message = f"{exc}; {{left}} result(s) left — they are fetched on the next run"
+            store.add_event("stream_cut", str(exc), batch_id=batch_id)
     finally:
-        flush()
+        group.flush()
+        group.report_unsafe()
+    if report.state == "incomplete":
+        left = store.intent_open_count(intent_id)[1]
+        report.message = (report.message.replace("{left}", str(left)) if report.message else
+                          f"stopped on request; {left} result(s) left for the next run")
 
 
 def _summarize(report: RetrieveReport, store, batch_id: str) -> None:

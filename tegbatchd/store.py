@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from tegbatchd.engine.states import (
     BATCH_MOVES,
     INTENT_MOVES,
     JOB_MOVES,
+    MISSING_RESULT,
     STAGE_MOVES,
     BatchState,
     IntentState,
@@ -169,6 +171,8 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self.conn = conn
         self.path = path
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     # --- opening and migrations ---------------------------------------------------------------
     @classmethod
@@ -244,6 +248,9 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -611,6 +618,52 @@ class Store:
         cur.execute("SELECT r.custom_id, r.id, r.output_path, r.outcome IS NOT NULL, r.written_at IS NOT NULL "
                     "FROM requests r JOIN batches b ON b.intent_id=r.intent_id WHERE b.id=?", (batch_id,))
         return {cid: RetrievalRow(rid, path, bool(done), bool(written)) for cid, rid, path, done, written in cur}
+
+    def retrieval_lookup(self, intent_id: int, custom_ids: list[str]) -> dict[str, RetrievalRow]:
+        """custom_id → RetrievalRow for a few custom_ids of one intent (retrieval looks results up in
+        groups instead of holding a map of the whole batch)."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        out: dict[str, RetrievalRow] = {}
+        for start in range(0, len(custom_ids), 500):
+            part = custom_ids[start:start + 500]
+            cur.execute("SELECT custom_id, id, output_path, outcome IS NOT NULL, written_at IS NOT NULL FROM requests "
+                        f"WHERE intent_id=? AND custom_id IN ({','.join('?' * len(part))})", (intent_id, *part))
+            for cid, rid, path, done, written in cur:
+                out[cid] = RetrievalRow(rid, path, bool(done), bool(written))
+        return out
+
+    def written_of_intent(self, intent_id: int) -> Iterator[tuple[int, str]]:
+        """(request id, output path) of each request of an intent recorded as written, streamed."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute("SELECT id, output_path FROM requests WHERE intent_id=? AND written_at IS NOT NULL",
+                           (intent_id,))
+
+    def intent_open_count(self, intent_id: int) -> tuple[int, int]:
+        """(requests, those without an outcome yet) of an intent."""
+        return tuple(self.conn.execute("SELECT count(*), coalesce(sum(outcome IS NULL), 0) FROM requests "
+                                       "WHERE intent_id=?", (intent_id,)).fetchone())
+
+    def mark_missing(self, intent_id: int) -> int:
+        """Record every request of an intent still without an outcome as errored/missing_result; return how many."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        ids = [r[0] for r in cur.execute("SELECT id FROM requests WHERE intent_id=? AND outcome IS NULL", (intent_id,))]
+        if ids:
+            self.record_results([{"id": i, "outcome": Outcome.ERRORED, "error_type": MISSING_RESULT,
+                                  "error_message": "no result line for this request"} for i in ids])
+        return len(ids)
+
+    def recorded_shas(self, output_path: str) -> set[str]:
+        """Every sha256 this store recorded for an output path (any job, any attempt). Safe from any
+        thread: it reads through a connection of its own."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = _connect(self.path)
+            return {r[0] for r in self._reader.execute(
+                "SELECT DISTINCT output_sha256 FROM requests WHERE output_path=? AND output_sha256 IS NOT NULL",
+                (output_path,))}
 
     def batch_results_summary(self, batch_id: str) -> tuple[int, list[dict], list[str]]:
         """(successes, failures [{custom_id, outcome, error_type}], custom_ids cut at max_tokens), by custom_id."""

@@ -19,7 +19,7 @@ from tegbatchd import api as api_mod
 from tegbatchd.engine.states import ARCHIVE_MISSING, CREATE_REFUSED, IntentState
 from tegbatchd.errors import InputError
 from tegbatchd.locks import file_lock
-from tegbatchd.outputs import render_output, resolve_inside
+from tegbatchd.outputs import OutputResolver, render_output
 from tegbatchd.paths import ensure_dir, write_private
 from tegbatchd.store import PlannedIntent
 
@@ -43,9 +43,10 @@ class Item:
     max_tokens: int | None
 
 
-def _item(custom_id: str, params: dict, output: Path) -> Item:
-    line = json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+def _item(custom_id: str, params: dict, output: Path, raw: bytes | None = None) -> Item:
+    """raw: the request's own line when it holds nothing else (archived as it came: no second dump)."""
+    line = raw if raw is not None else json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":"),
+                                                  ensure_ascii=False).encode("utf-8")
     max_tokens = params.get("max_tokens")
     return Item(custom_id, line, output, params.get("model"),
                 max_tokens if isinstance(max_tokens, int) else None)
@@ -73,7 +74,8 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
     items: list[Item] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    outputs: dict[Path, int] = {}
+    outputs: dict[str, int] = {}
+    resolver = OutputResolver(data_root)
     with fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -102,7 +104,7 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
                 problems.append(f"line {number}: params lacks {', '.join(missing)}")
                 continue
             try:
-                output = resolve_inside(data_root, render_output(template, custom_id=cid, index=len(items)))
+                output = resolver.resolve(render_output(template, custom_id=cid, index=len(items)))
             except InputError as exc:
                 problems.append(f"line {number}: {exc.message}")
                 continue
@@ -110,7 +112,7 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
                 problems.append(f"line {number}: output {output} is also line {outputs[output]}'s")
                 continue
             outputs[output] = number
-            items.append(_item(cid, params, output))
+            items.append(_item(cid, params, Path(output), raw.strip() if len(obj) == 2 and raw[:1] == b"{" and b"\x00" not in raw else None))
     _raise_problems(str(path), problems, "fix the file and submit again")
     if not items:
         raise InputError(f"{path} holds no requests", next_step="add one JSON object per line")
@@ -120,12 +122,13 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
 def items_from_plan(planned, data_root: Path) -> list[Item]:
     """Validate planned requests (objects with custom_id, params, output relative to the data root)."""
     items, problems, seen = [], [], set()
+    resolver = OutputResolver(data_root)
     for req in planned:
         if not CUSTOM_ID.match(req.custom_id) or req.custom_id in seen:
             problems.append(f"custom_id {req.custom_id!r} is invalid or repeated")
             continue
         seen.add(req.custom_id)
-        items.append(_item(req.custom_id, req.params, resolve_inside(data_root, req.output)))
+        items.append(_item(req.custom_id, req.params, Path(resolver.resolve(req.output))))
     _raise_problems("planned requests", problems, "this is a bug in the report builder; please report it")
     return items
 

@@ -84,11 +84,9 @@ def read_manifest(ctx) -> dict | None:
 
 
 def _write_file(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
+    from tegbatchd.writer import write_file
+
+    write_file(path, text)
 
 
 def _missing_dirs(folders: set[Path]) -> set[str]:

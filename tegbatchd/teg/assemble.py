@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from tegbatchd.teg.render import competition_line, markdown_table, rounds_list, venue_line, vp
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write text to path via a temp file in the same folder and os.replace; create the folder if needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_atomic(path: Path, text: str, *, root: Path | None = None) -> Path:
+    """Write text to path atomically (the one writer: mode 0644; below root no symlink is followed)."""
+    from tegbatchd.writer import write_file
+
+    write_file(path, text, root=root)
+    return Path(path)
 
 
 def combined_round_report(facts: dict, notes: str, report: str) -> str:

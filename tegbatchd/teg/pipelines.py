@@ -163,7 +163,7 @@ class RoundReports:
             if notes is None or report is None:
                 continue
             text = combined_round_report(round_facts(table, teg, r), notes, report)
-            written.append(write_atomic(Path(data_root) / combined_report_path(teg, r), text))
+            written.append(write_atomic(Path(data_root) / combined_report_path(teg, r), text, root=data_root))
         return written
 
 
@@ -250,7 +250,7 @@ class Tournament:
             if synthesis is None:
                 continue
             text = assembled_story_notes(tournament_facts(table, teg), synthesis, _round_infos(table, teg))
-            written.append(write_atomic(Path(data_root) / tournament_notes_path(teg), text))
+            written.append(write_atomic(Path(data_root) / tournament_notes_path(teg), text, root=data_root))
         return written
 
 

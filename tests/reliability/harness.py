@@ -52,17 +52,19 @@ def place_kill(point: str, n: int, _die=_die) -> None:
     data_root = os.path.realpath(os.environ["TEGBATCHD_DATA_DIR"])
     hit = _countdown(n)
     if point in ("temp-written", "renamed"):
-        real_replace = os.replace
+        from tegbatchd import writer
 
-        def replace(src, dst, *args, **kwargs):
-            is_output = os.path.realpath(dst).startswith(data_root + os.sep)
+        real_replace = writer._replace
+
+        def replace(dfd, tmp, name, path):
+            is_output = os.path.realpath(path).startswith(data_root + os.sep)
             if is_output and point == "temp-written" and hit():
                 _die()
-            real_replace(src, dst, *args, **kwargs)
+            real_replace(dfd, tmp, name, path)
             if is_output and point == "renamed" and hit():
                 _die()
 
-        os.replace = replace
+        writer._replace = replace
     elif point == "before-record":
         real_record = store_mod.Store.record_results
 
@@ -96,10 +98,10 @@ def place_kill(point: str, n: int, _die=_die) -> None:
 
         real_write = pipelines.write_atomic
 
-        def write_atomic(path, text):
+        def write_atomic(path, text, **kwargs):
             if hit():
                 _die()
-            return real_write(path, text)
+            return real_write(path, text, **kwargs)
 
         pipelines.write_atomic = write_atomic
     elif point == "job-state":

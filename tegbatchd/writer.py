@@ -1,0 +1,449 @@
+"""The one file writer: every output, --now answer, assembled TEG file and state file is written here.
+
+Atomic: a temp file `.NAME.tmp-PID` beside the target, then a rename; a killed writer leaves at most
+temp files, swept (remove_stale_temps) the next time a writer opens that folder.
+Safe: below a data root no symlink is ever followed. The root's own path is walked from "/" and each
+folder below it opened with O_NOFOLLOW relative to its parent's descriptor (created with
+mkdir(dir_fd=...) when missing); the temp file is written and renamed through the folder's descriptor.
+A folder (or the data root, or the output itself) replaced by a symlink after submit raises UnsafePath:
+nothing is ever created or replaced outside the data root. Each folder is opened once per writer.
+Hand edits kept: given the sha256s recorded for a path, a file that differs from all of them (and from
+the new text) is the person's: the new text goes beside it as NAME.new.SUFFIX.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+OUTPUT_MODE = 0o644       # outputs and assembled files (less the umask)
+PRIVATE_MODE = 0o600      # state files: archives, summaries, config
+FOLDER_MODE = 0o755       # folders created for outputs (less the umask)
+TEMP_MARK = ".tmp-"
+MAX_OPEN_FOLDERS = 128
+CHUNK = 32                # files handed to the background thread at a time
+_SYNC = -2                # a queued entry meaning "sync everything written before me"
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafePath(Exception):
+    """An output that cannot be written without following a symlink (swapped in after submit)."""
+
+    def __init__(self, path: str, where: str, what: str):
+        self.path, self.where = path, where
+        self.message = f"{where} {what}: {path} was not written (nothing is written through a symlink)"
+        super().__init__(self.message)
+
+
+class Written(NamedTuple):
+    path: str        # where the text went: the output, or NAME.new.SUFFIX beside a hand-edited one
+    sha256: str
+    beside: bool     # True: the existing file was kept (a hand edit) and the text written beside it
+
+
+def temp_name(name: str) -> str:
+    """The one temp-file scheme: `.NAME.tmp-PID` in the target's folder."""
+    return f".{name}{TEMP_MARK}{os.getpid()}"
+
+
+def beside_name(name: str) -> str:
+    """Where a new answer goes when NAME was edited by hand: `.new` before the suffix (a.md → a.new.md)."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.new.{suffix}" if dot and stem else f"{name}.new"
+
+
+def _writer_alive(temp: str) -> bool:
+    """Whether the process that named this temp file is running, other than us (a writer of ours removes
+    its temp file when a write fails, so one left is stale)."""
+    pid = temp.rsplit(TEMP_MARK, 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def sweep_folder(fd: int) -> int:
+    """Remove the temp files killed writers left in an open folder; return how many."""
+    removed = 0
+    with os.scandir(fd) as entries:
+        names = [e.name for e in entries if _is_temp(e.name)]
+    for name in names:
+        if not _writer_alive(name):
+            try:
+                os.unlink(name, dir_fd=fd)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def remove_stale_temps(folders: Iterable[str | Path]) -> int:
+    """Remove temp files a killed writer left in the given folders; return how many (live writers' kept)."""
+    removed = 0
+    for folder in {os.fspath(f) for f in folders}:
+        try:
+            fd = os.open(folder, _DIR)
+        except OSError:
+            continue
+        try:
+            removed += sweep_folder(fd)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _sha_of(name: str, dfd: int) -> str:
+    fd = os.open(name, _READ, dir_fd=dfd)
+    try:
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _replace(dfd: int, tmp: str, name: str, path: str) -> None:
+    """Rename tmp over name inside one open folder (path: the target's full name, for tests' kill points)."""
+    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _write_out(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_all(fd: int, chunks: Iterable[bytes], digest) -> None:
+    """Write chunks (many small ones gathered into writes of about 1 MB)."""
+    pending, size = [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 20:
+            joined = b"".join(pending)
+            if digest is not None:
+                digest.update(joined)
+            _write_out(fd, joined)
+            pending, size = [], 0
+    if pending:
+        joined = pending[0] if len(pending) == 1 else b"".join(pending)
+        if digest is not None:
+            digest.update(joined)
+        _write_out(fd, joined)
+
+
+class Writer:
+    """Writes files atomically below a root without following symlinks; keeps hand edits.
+
+    root: the trusted folder (the data root as recorded at submit); None: each file's own folder is
+    trusted (state files). recorded(path) → the sha256s recorded for that output, consulted only when
+    the file exists and differs from the new text; None (or force) overwrites. background=True writes
+    from one helper thread (open/write/rename release the GIL) while the caller parses: use put() and
+    done(). Durability: sync() once per group before recording it; fsync=True syncs each file instead.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, mode: int = OUTPUT_MODE,
+                 recorded: Callable[[str], Collection[str]] | None = None, force: bool = False,
+                 fsync: bool = False, background: bool = False, sweep: bool = True):
+        self.root = os.fspath(root).rstrip("/") or "/" if root is not None else None
+        self.mode, self.recorded, self.force, self.fsync, self.sweep = mode, recorded, force, fsync, sweep
+        self._fds: dict[str, int] = {}
+        self._retired: list[int] = []   # folders dropped from the cache, closed once no queued write needs them
+        self._lock = threading.Lock()
+        self._chunk: list = []
+        self._outstanding = 0
+        self._ready: list = []          # results received from the helper thread, not yet collected
+        self._todo: queue.SimpleQueue | None = None
+        self._results: queue.SimpleQueue | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._todo, self._results = queue.SimpleQueue(), queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._work, name="writer", daemon=True)
+            self._thread.start()
+
+    # --- folders ----------------------------------------------------------------------------------
+    def _open_in(self, parent: int, part: str, shown: str, full: str, create: bool) -> tuple[int, bool]:
+        """Open folder `part` in parent without following a symlink (creating it when missing)."""
+        made = False
+        for _ in range(3):
+            try:
+                return os.open(part, _DIR, dir_fd=parent), made
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, FOLDER_MODE, dir_fd=parent)
+                    made = True
+                except FileExistsError:
+                    pass
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise
+                st = os.stat(part, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise UnsafePath(full, shown, "is a symlink now") from None
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of a folder", shown) from None
+        raise OSError(errno.EAGAIN, "folder keeps changing", shown)
+
+    def _root_fd(self) -> int:
+        fd = self._fds.get("")
+        if fd is None:
+            fd = os.open("/", _DIR)
+            shown = ""
+            try:
+                for part in self.root.strip("/").split("/"):
+                    if part:
+                        shown += "/" + part
+                        try:
+                            nfd, _ = self._open_in(fd, part, shown, self.root, True)
+                        except UnsafePath as exc:
+                            raise UnsafePath(self.root, shown, "(the data root or a folder above it) is a "
+                                                               "symlink now") from exc
+                        os.close(fd)
+                        fd = nfd
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fds[""] = fd
+        return fd
+
+    def _folder(self, path: str) -> tuple[int, str]:
+        """(descriptor of path's folder, file name), opening and caching folders on the way."""
+        if self.root is None:
+            folder, name = os.path.split(path)
+            fd = self._fds.get(folder)
+            if fd is None:
+                os.makedirs(folder, exist_ok=True)
+                fd = self._cache(folder, os.open(folder, os.O_RDONLY | os.O_DIRECTORY), True)
+            return fd, name
+        prefix = self.root.rstrip("/") + "/"
+        if not path.startswith(prefix) or "/../" in path or "/./" in path:
+            raise UnsafePath(path, path, "is not inside the data root " + self.root)
+        folder, _, name = path[len(prefix):].rpartition("/")
+        fd = self._fds.get(folder)
+        if fd is not None:
+            return fd, name
+        fd, sofar = self._root_fd(), ""
+        for part in folder.split("/") if folder else ():
+            if not part:
+                continue
+            sofar = f"{sofar}/{part}" if sofar else part
+            cached = self._fds.get(sofar)
+            if cached is None:
+                cached, made = self._open_in(fd, part, prefix + sofar, path, True)
+                cached = self._cache(sofar, cached, not made)
+            fd = cached
+        return fd, name
+
+    def _cache(self, key: str, fd: int, existed: bool) -> int:
+        if len(self._fds) >= MAX_OPEN_FOLDERS:
+            root = self._fds.pop("", None)
+            self._retired += self._fds.values()
+            self._fds = {"": root} if root is not None else {}
+        if existed and self.sweep:
+            sweep_folder(fd)
+        self._fds[key] = fd
+        return fd
+
+    # --- writing ----------------------------------------------------------------------------------
+    def write(self, path: str | Path, data: str | bytes | Iterable[bytes]) -> Written:
+        """Write one file now; raise UnsafePath or OSError."""
+        path = os.fspath(path)
+        with self._lock:
+            dfd, name = self._folder(path)
+        return self._put(dfd, name, path, data)
+
+    def _put(self, dfd: int, name: str, path: str, data) -> Written:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
+        target, beside = name, False
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafePath(path, path, "is a symlink now")
+            if not stat.S_ISREG(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a file", path)
+            if sha is not None and (self.recorded is not None and not self.force):
+                current = _sha_of(name, dfd)  # equal to the new text: ours (a run killed before recording it)
+                if current != sha and current not in self.recorded(path):
+                    target, beside = beside_name(name), True
+                    path = os.path.join(os.path.dirname(path), target)
+        tmp = temp_name(target)
+        try:
+            fd = os.open(tmp, _NEW, self.mode, dir_fd=dfd)
+        except FileExistsError:  # a leftover of ours: never followed, replaced
+            os.unlink(tmp, dir_fd=dfd)
+            fd = os.open(tmp, _NEW, self.mode, dir_fd=dfd)
+        digest = hashlib.sha256() if sha is None else None
+        try:
+            _write_all(fd, (data,) if sha is not None else data, digest)
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            raise
+        os.close(fd)
+        try:
+            _replace(dfd, tmp, target, path)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            raise
+        if self.fsync:
+            os.fsync(dfd)
+        return Written(path, sha or digest.hexdigest(), beside)
+
+    # --- background writing -----------------------------------------------------------------------
+    def put(self, path: str, data: str | bytes, tag) -> None:
+        """Queue a write; its (tag, Written or the exception) comes back from done()."""
+        try:
+            dfd, name = self._folder(path)  # folders opened here, in the caller's thread
+        except (UnsafePath, OSError) as exc:
+            self._chunk.append((tag, None, None, path, exc))
+        else:
+            self._chunk.append((tag, dfd, name, path, data))
+        if self._thread is None:
+            return
+        if len(self._chunk) >= CHUNK:
+            self._send()
+
+    def _send(self) -> None:
+        if self._chunk:
+            self._todo.put(self._chunk)
+            self._chunk = []
+            self._outstanding += 1
+
+    def put_sync(self, tag=None) -> None:
+        """Queue a sync after the writes queued so far; its (tag, None) comes back once they are on disk
+        (in the helper thread: the caller goes on parsing meanwhile)."""
+        self._chunk.append((tag, _SYNC, None, None, None))
+        self.flush()
+
+    def _run_chunk(self, chunk: list) -> list:
+        out = []
+        for tag, dfd, name, path, data in chunk:
+            if dfd == _SYNC:
+                try:
+                    self.sync()
+                    out.append((tag, None))
+                except OSError as exc:
+                    out.append((tag, exc))
+                continue
+            if dfd is None:
+                out.append((tag, data))
+                continue
+            try:
+                out.append((tag, self._put(dfd, name, path, data)))
+            except (UnsafePath, OSError) as exc:
+                out.append((tag, exc))
+        return out
+
+    def _work(self) -> None:
+        while (chunk := self._todo.get()) is not None:
+            try:
+                self._results.put(self._run_chunk(chunk))
+            except BaseException as exc:  # never leave done() waiting
+                self._results.put([(tag, exc) for tag, *_ in chunk])
+
+    def flush(self) -> None:
+        """Hand what put() gathered to the helper thread now (without waiting)."""
+        if self._thread is not None:
+            self._send()
+
+    def collect(self, count: int) -> list[tuple[object, Written | Exception]]:
+        """Wait for the next `count` queued writes; return their (tag, Written or exception), in order."""
+        if self._thread is None:
+            while len(self._ready) < count and self._chunk:
+                chunk, self._chunk = self._chunk, []
+                self._ready += self._run_chunk(chunk)
+        else:
+            while len(self._ready) < count:
+                if not self._outstanding:
+                    self._send()
+                    if not self._outstanding:
+                        break  # asked for more than was queued
+                self._ready += self._results.get()
+                self._outstanding -= 1
+        out, self._ready = self._ready[:count], self._ready[count:]
+        if not self._ready and not self._outstanding and not self._chunk:
+            self._close_retired()
+        return out
+
+    def done(self) -> list[tuple[object, Written | Exception]]:
+        """Wait for every queued write; return (tag, Written or exception) in the order queued."""
+        if self._thread is None:
+            chunk, self._chunk = self._chunk, []
+            out = self._ready + self._run_chunk(chunk)
+        else:
+            self._send()
+            out = self._ready
+            while self._outstanding:
+                out += self._results.get()
+                self._outstanding -= 1
+        self._ready = []
+        self._close_retired()
+        return out
+
+    def _close_retired(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
+        self._retired = []
+
+    @staticmethod
+    def sync() -> None:
+        """Flush what was written to disk, once for a whole group (before the group is recorded)."""
+        os.sync()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.done()
+            self._todo.put(None)
+            self._thread.join()
+            self._thread = None
+        self.done()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_file(path: str | Path, data: str | bytes | Iterable[bytes], *, root: str | Path | None = None,
+               mode: int = OUTPUT_MODE, fsync: bool = False) -> Written:
+    """Write one file atomically (below root without following symlinks, when root is given)."""
+    with Writer(root, mode=mode, fsync=fsync) as writer:
+        return writer.write(path, data)

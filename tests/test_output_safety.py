@@ -1,0 +1,149 @@
+"""Outputs at write time: a folder swapped for a symlink after submit is refused (nothing written outside
+the data root), hand edits are kept (the new answer goes beside them), one temp-file scheme, one mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_own_answer, request_params, write_requests
+
+TEMPLATE = "commentary/misc/{custom_id}.md"
+
+
+def rows(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "state" / "state.db") as conn:
+        return conn.execute("SELECT custom_id, outcome, error_type, output_sha256 FROM requests ORDER BY id").fetchall()
+
+
+def events(home: Path, kind: str) -> list[str]:
+    with sqlite3.connect(home / "state" / "state.db") as conn:
+        return [r[0] for r in conn.execute("SELECT message FROM events WHERE kind=?", (kind,))]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _swap_misc(data_root: Path, outside: Path) -> None:
+    (data_root / "commentary").mkdir()
+    (data_root / "commentary" / "misc").symlink_to(outside, target_is_directory=True)
+
+
+def _swap_commentary(data_root: Path, outside: Path) -> None:
+    (outside / "misc").mkdir()
+    (outside / "misc" / "victim.md").write_text("the person's own file\n")
+    (data_root / "commentary").symlink_to(outside, target_is_directory=True)
+
+
+def _swap_root(data_root: Path, outside: Path) -> None:
+    data_root.rename(data_root.with_name("data-moved"))
+    (outside / "commentary" / "misc").mkdir(parents=True)
+    data_root.symlink_to(outside, target_is_directory=True)
+
+
+def _swap_files(data_root: Path, outside: Path) -> None:
+    folder = data_root / "commentary" / "misc"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"req-{i:05d}.md").symlink_to(outside / "victim.md")
+
+
+@pytest.mark.parametrize("swap", [_swap_misc, _swap_commentary, _swap_root, _swap_files],
+                         ids=["commentary-misc", "commentary", "data-root", "the-file-itself"])
+def test_a_folder_swapped_for_a_symlink_after_submit_is_refused(api_cli, tmp_path, data_root, _isolated_home, swap):
+    cli, emu = api_cli("--process-seconds", "0")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.md").write_text("the person's own file\n")
+    batch = cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 3)), "--output", TEMPLATE,
+                "--json", check=True).json()["batch_ids"][0]
+    swap(data_root, outside)
+    before = tree(outside)
+    report = cli("retrieve", batch, "--json", check=True).json()
+    assert tree(outside) == before  # nothing created or replaced outside the data root
+    assert report["written"] == [] and len(report["unsafe"]) == 3
+    assert {f["error_type"] for f in report["failures"]} == {"unsafe_path"}
+    assert any("is a symlink now" in a for a in report["anomalies"])
+    assert [r[1:3] for r in rows(_isolated_home)] == [("errored", "unsafe_path")] * 3
+    assert events(_isolated_home, "unsafe_path")
+    human = cli("retrieve", batch, check=True).out  # recorded as failed: nothing more to do, said plainly
+    assert "Nothing new" in human and "unsafe_path" in human
+
+
+def test_hand_edits_are_kept_and_the_new_answer_goes_beside(api_cli, tmp_path, data_root, _isolated_home):
+    cli, emu = api_cli("--process-seconds", "0")
+    folder = data_root / "commentary" / "misc"
+    folder.mkdir(parents=True)
+    (folder / "req-00002.md").write_text("written by the old scripts\n")  # never recorded by us
+    reqs = write_requests(tmp_path / "r.jsonl", 3)
+    params = request_params(reqs)
+    first = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()["batch_ids"][0]
+    report = cli("retrieve", first, "--json", check=True).json()
+    assert (folder / "req-00002.md").read_text() == "written by the old scripts\n"
+    assert_own_answer((folder / "req-00002.new.md").read_text(), "req-00002", params["req-00002"])
+    assert report["kept_edits"] == [str(folder / "req-00002.new.md")]
+    (folder / "req-00000.md").write_text("my edit\n")  # edited after we wrote it
+    own = (folder / "req-00001.md").read_bytes()
+    second = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()["batch_ids"][0]
+    out = cli("retrieve", second, check=True).out  # a later job writing the same outputs
+    assert (folder / "req-00000.md").read_text() == "my edit\n"
+    assert_own_answer((folder / "req-00000.new.md").read_text(), "req-00000", params["req-00000"])
+    assert (folder / "req-00001.md").read_bytes() == own  # ours, unchanged since: rewritten in place
+    assert "req-00000.md: the file was edited since it was written" in out
+    assert len(events(_isolated_home, "kept_edit")) == 3  # old-scripts file in both jobs, the edit once
+    assert not [p for p in data_root.rglob("*") if ".tmp-" in p.name]
+
+
+def test_outputs_and_assembled_files_share_one_mode_and_state_files_stay_private(tmp_path):
+    from tegbatchd.paths import write_private
+    from tegbatchd.teg.assemble import write_atomic
+    from tegbatchd.writer import Writer
+
+    old = os.umask(0o022)
+    try:
+        root = tmp_path / "data"
+        with Writer(root) as writer:
+            writer.write(str(root / "a" / "b.md"), "x")
+        write_atomic(root / "c" / "d.md", "y", root=root)
+        write_private(tmp_path / "state" / "s.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((root / "a" / "b.md").stat().st_mode) == 0o644
+    assert stat.S_IMODE((root / "c" / "d.md").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "state" / "s.json").stat().st_mode) == 0o600
+
+
+def test_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
+    from tegbatchd.writer import Writer, temp_name
+
+    root = tmp_path / "data"
+    (root / "f").mkdir(parents=True)
+    dead = root / "f" / ".x.md.tmp-4194303"   # above any pid this machine hands out by default
+    dead.write_text("half")
+    live = root / "f" / f".y.md.tmp-{os.getppid()}"
+    live.write_text("about to be renamed")
+    with Writer(root) as writer:
+        writer.write(str(root / "f" / "z.md"), "z")
+    assert not dead.exists() and live.exists()
+    assert temp_name("z.md").startswith(".z.md.tmp-")
+
+
+def test_a_force_rewrite_replaces_a_hand_edit(tmp_path):
+    from tegbatchd.writer import Writer
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.md").write_text("edited")
+    with Writer(root, recorded=lambda p: set(), force=True) as writer:
+        written = writer.write(str(root / "a.md"), "new")
+    assert not written.beside and (root / "a.md").read_text() == "new" and not (root / "a.new.md").exists()
+    with Writer(root, recorded=lambda p: set()) as writer:
+        (root / "a.md").write_text("edited again")
+        assert writer.write(str(root / "a.md"), "newer").path == str(root / "a.new.md")
+    assert json.loads(json.dumps(sorted(os.listdir(root)))) == ["a.md", "a.new.md"]
