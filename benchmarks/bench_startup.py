@@ -31,6 +31,8 @@ def build_store(root: Path, jobs: int, days: float) -> dict:
     os.environ["TEGBATCHD_HOME"] = str(root / "home")
     import tegbatchd.store as store_mod
     from tegbatchd.context import Context
+    from tegbatchd.engine.states import BatchState, JobState, StageState
+    from tegbatchd.store import PlannedIntent
 
     real_now_iso = store_mod.now_iso
     ctx = Context()
@@ -44,12 +46,12 @@ def build_store(root: Path, jobs: int, days: float) -> dict:
         running = j >= jobs - 3  # the newest few are still running
         at = (real_now - timedelta(days=days * (jobs - j) / jobs)).isoformat(timespec="microseconds")
         store_mod.now_iso = lambda at=at: at.replace("+00:00", "Z")
-        store.create_job(job_id, "round-reports", f"Round reports, TEG {j}", {"teg": j}, str(data),
+        store.create_job(job_id, "round-reports", f"Round reports, TEG {j}", {"teg": j, "pairs": [[j, k] for k in range(1, 5)]}, str(data),
                          ["story_notes", "narrative"])
         for stage in store.stages(job_id):
             rows = [(f"TEG{j}_R{k}_{stage['name']}", str(data / "commentary" / f"TEG{j}_R{k}_{stage['seq']}.md"),
                      "claude-sonnet-4-5", 4000) for k in range(REQUESTS_PER_BATCH)]
-            intent = store.create_intent(stage["id"], str(root / "archive.jsonl"), rows, 800_000)
+            intent = store.record_stage(stage["id"], [PlannedIntent(str(root / "archive.jsonl"), 800_000, rows)], [])[0]
             batch_id = f"msgbatch_bench{j:04d}s{stage['seq']}"
             ended = not (running and stage["seq"] == 1)
             counts = {"processing": 0 if ended else REQUESTS_PER_BATCH, "succeeded": REQUESTS_PER_BATCH if ended else 0,
@@ -62,14 +64,12 @@ def build_store(root: Path, jobs: int, days: float) -> dict:
                 store.record_results([{"id": i, "outcome": "succeeded", "input_tokens": 2000, "output_tokens": 900,
                                        "cache_read_tokens": 1500, "stop_reason": "end_turn", "output_sha256": "0" * 64,
                                        "written_at": store_mod.now_iso()} for i in ids])
-                store.set_batch_local_state(batch_id, "retrieved")
-                store.set_stage_state(stage["id"], "retrieved")
-            else:
-                store.set_stage_state(stage["id"], "submitted")
+                store.move_batch(batch_id, BatchState.RETRIEVED)
+                store.move_stage(stage["id"], StageState.DONE)
             batches += 1
             requests += REQUESTS_PER_BATCH
         if not running:
-            store.set_job_state(job_id, "done")
+            store.move_job(job_id, JobState.DONE)
     store_mod.now_iso = real_now_iso
     shown = sum(1 for j in store.list_jobs(include_finished=False))
     ctx.close()
@@ -86,13 +86,17 @@ def build_big_store(root: Path, n: int) -> dict:
     store = ctx.store
     store.conn.execute("PRAGMA synchronous=OFF")
     data = root / "data"
-    store.create_job("job_big", "requests", f"{n:,} requests", {}, str(data), ["requests"])
+    store.create_job("job_big", "requests", f"{n:,} requests", {"source": "r.jsonl", "output": "out/{custom_id}.md",
+                                                               "label": "requests"}, str(data), ["requests"])
     stage = store.stages("job_big")[0]
     half = n // 2
-    for part in range(2):
-        rows = [(f"r{part}-{k:06d}", str(data / "out" / f"r{part}-{k:06d}.md"), "claude-sonnet-4-5", 400)
-                for k in range(half)]
-        intent = store.create_intent(stage["id"], str(root / "archive.jsonl"), rows, 800_000)
+    from tegbatchd.engine.states import BatchState
+    from tegbatchd.store import PlannedIntent
+
+    planned = [PlannedIntent(str(root / "archive.jsonl"), 800_000,
+                             [(f"r{part}-{k:06d}", str(data / "out" / f"r{part}-{k:06d}.md"), "claude-sonnet-4-5", 400)
+                              for k in range(half)]) for part in range(2)]
+    for part, intent in enumerate(store.record_stage(stage["id"], planned, [])):
         ended = part == 0
         store.attach_batch(intent, {"id": f"msgbatch_big{part}", "created_at": "2026-12-01T00:00:00Z",
                                     "processing_status": "ended" if ended else "in_progress",
@@ -105,8 +109,7 @@ def build_big_store(root: Path, n: int) -> dict:
                 store.record_results([{"id": i, "outcome": "succeeded" if i % 50 else "errored",
                                        "input_tokens": 200, "output_tokens": 90, "written_at": "2026-12-01T01:00:00Z"}
                                       for i in ids[start:start + 500]])
-            store.set_batch_local_state(f"msgbatch_big{part}", "retrieved")
-    store.set_stage_state(stage["id"], "submitted")
+            store.move_batch(f"msgbatch_big{part}", BatchState.RETRIEVED)
     ctx.close()
     return {"jobs": 1, "batches": 2, "requests": 2 * half}
 

@@ -42,6 +42,14 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+_USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+               "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cache_read_tokens), 0)")
+_OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+_COUNTED = ("open", *_OUTCOMES, "written", "input", "output", "cache_write", "cache_read")
+_SUMS = ("sum(outcome IS NULL), sum(outcome IS 'succeeded'), sum(outcome IS 'errored'), sum(outcome IS 'canceled'), "
+         "sum(outcome IS 'expired'), sum(written_at IS NOT NULL), " + _USAGE_SUMS)  # in _COUNTED's order
+
+
 # --- migrations: append only; each is a list of statements -------------------------------------------
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("jobs, stages, intents, batches, requests, events", [
@@ -107,6 +115,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "UPDATE requests SET outcome='errored', error_type='batch_gone', error_message='the API no longer knows "
         "its batch' WHERE outcome IS NULL AND intent_id IN (SELECT intent_id FROM batches WHERE local_state='failed')",
         "UPDATE batches SET local_state='retrieved' WHERE local_state='failed'",
+    ]),
+    ("counts per intent and model kept as results are recorded (list reads these, not every request)", [
+        """CREATE TABLE intent_counts(
+            intent_id INTEGER NOT NULL REFERENCES intents(id) ON DELETE CASCADE, model TEXT NOT NULL DEFAULT '',
+            requests INTEGER NOT NULL DEFAULT 0, open INTEGER NOT NULL DEFAULT 0,
+            succeeded INTEGER NOT NULL DEFAULT 0, errored INTEGER NOT NULL DEFAULT 0,
+            canceled INTEGER NOT NULL DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0,
+            written INTEGER NOT NULL DEFAULT 0, input INTEGER NOT NULL DEFAULT 0, output INTEGER NOT NULL DEFAULT 0,
+            cache_write INTEGER NOT NULL DEFAULT 0, cache_read INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY(intent_id, model))""",
+        f"INSERT INTO intent_counts SELECT intent_id, coalesce(model, ''), count(*), {_SUMS} FROM requests "
+        "GROUP BY intent_id, coalesce(model, '')",
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -385,6 +405,11 @@ class Store:
         intent_id = int(cur.lastrowid or 0)
         c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens, attempt) "
                       "VALUES(?,?,?,?,?,?)", [(intent_id, *r[:4], r[4] if len(r) > 4 else 1) for r in intent.rows])
+        models: dict[str, int] = {}
+        for r in intent.rows:
+            models[r[2] or ""] = models.get(r[2] or "", 0) + 1
+        c.executemany("INSERT INTO intent_counts(intent_id, model, requests, open) VALUES(?,?,?,?)",
+                      [(intent_id, m, n, n) for m, n in models.items()])
         for old_id, _cid in intent.replaces:
             c.execute("UPDATE requests SET retried_by=? WHERE id=? AND retried_by IS NULL", (intent_id, old_id))
         return intent_id
@@ -459,8 +484,8 @@ class Store:
         row = self.conn.execute(
             "SELECT coalesce(sum(r.outcome=?),0), coalesce(sum(r.outcome IS NOT NULL AND r.outcome!=?),0),"
             " coalesce(sum(r.outcome IS NULL),0), (SELECT count(*) FROM job_files f WHERE f.job_id=?),"
-            " (SELECT count(*) FROM requests r2 JOIN intents i2 ON i2.id=r2.intent_id JOIN stages s2 ON"
-            " s2.id=i2.stage_id WHERE s2.job_id=?), coalesce(sum(r.stop_reason='max_tokens' AND r.outcome=?),0)"
+            " (SELECT coalesce(sum(c2.requests), 0) FROM intent_counts c2 JOIN intents i2 ON i2.id=c2.intent_id"
+            " JOIN stages s2 ON s2.id=i2.stage_id WHERE s2.job_id=?), coalesce(sum(r.stop_reason='max_tokens' AND r.outcome=?),0)"
             " FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
             " WHERE s.job_id=? AND r.retried_by IS NULL",
             (Outcome.SUCCEEDED, Outcome.SUCCEEDED, job_id, job_id, Outcome.SUCCEEDED, job_id)).fetchone()
@@ -499,8 +524,10 @@ class Store:
         """An intent refused for good: its requests become failures carrying the reason."""
         with self.tx() as c:
             self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.FAILED, ", error=?", (error,))
+            before = self._intent_sums(c, intent_id)
             c.execute("UPDATE requests SET outcome=?, error_type=?, error_message=? WHERE intent_id=? "
                       "AND outcome IS NULL", (Outcome.ERRORED, error_type, error[:500], intent_id))
+            self._apply_counts(c, before, self._intent_sums(c, intent_id))
 
     def known_batch_ids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT id FROM batches")}
@@ -580,9 +607,13 @@ class Store:
         without an outcome becomes a failure of that kind (retry resends them), and the batch is settled."""
         allowed = predecessors(BATCH_MOVES, BatchState.RETRIEVED)
         with self.tx() as c:
+            intent = c.execute("SELECT intent_id FROM batches WHERE id=?", (batch_id,)).fetchone()
+            before = self._intent_sums(c, intent[0]) if intent else {}
             c.execute("UPDATE requests SET outcome=?, error_type=?, error_message=? WHERE outcome IS NULL AND "
                       "intent_id=(SELECT intent_id FROM batches WHERE id=?)",
                       (Outcome.ERRORED, error_type, message[:500], batch_id))
+            if intent:
+                self._apply_counts(c, before, self._intent_sums(c, intent[0]))
             c.execute(f"UPDATE batches SET local_state=?, error=?, retrieved_at=? WHERE id=? AND local_state IN "
                       f"({','.join('?' * len(allowed))})",
                       (BatchState.RETRIEVED, message, now_iso(), batch_id, *allowed))
@@ -689,16 +720,59 @@ class Store:
         """Record a group of outcomes in one transaction. Each dict: id, outcome and optional fields."""
         fields = ("outcome", "error_type", "error_message", "input_tokens", "output_tokens", "cache_write_tokens",
                   "cache_read_tokens", "stop_reason", "output_sha256", "written_at")
+        ids = [r["id"] for r in results]
         with self.tx() as c:
+            before = self._count_sums(c, ids)
             c.executemany(
                 f"UPDATE requests SET {', '.join(f'{f}=?' for f in fields)} WHERE id=?",
                 [tuple(r.get(f) for f in fields) + (r["id"],) for r in results])
+            self._apply_counts(c, before, self._count_sums(c, ids))
+
+    @staticmethod
+    def _count_sums(c: sqlite3.Connection, ids: list[int]) -> dict[tuple[int, str], tuple]:
+        """(intent_id, model) → what these requests add to intent_counts now (summed by SQLite)."""
+        out: dict[tuple[int, str], tuple] = {}
+        cur = c.cursor()
+        cur.row_factory = None
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            part = unique[start:start + 500]
+            cur.execute(f"SELECT intent_id, coalesce(model, ''), {_SUMS} FROM requests "
+                        f"WHERE id IN ({','.join('?' * len(part))}) GROUP BY 1, 2", part)
+            for intent_id, model, *sums in cur:
+                old = out.get((intent_id, model))
+                out[(intent_id, model)] = tuple(sums) if old is None else tuple(
+                    x + y for x, y in zip(old, sums, strict=True))
+        return out
+
+    @staticmethod
+    def _intent_sums(c: sqlite3.Connection, intent_id: int) -> dict[tuple[int, str], tuple]:
+        """Like _count_sums, for every request of one intent."""
+        cur = c.cursor()
+        cur.row_factory = None
+        cur.execute(f"SELECT intent_id, coalesce(model, ''), {_SUMS} FROM requests WHERE intent_id=? GROUP BY 1, 2",
+                    (intent_id,))
+        return {(i, m): tuple(sums) for i, m, *sums in cur}
+
+    @staticmethod
+    def _apply_counts(c: sqlite3.Connection, before: dict, after: dict) -> None:
+        """Add the change between two sums of the same requests to intent_counts (same transaction)."""
+        zero = (0,) * len(_COUNTED)
+        changes = []
+        for key in before.keys() | after.keys():
+            delta = [n - o for n, o in zip(after.get(key, zero), before.get(key, zero), strict=True)]
+            if any(delta):
+                changes.append((*delta, *key))
+        sets = ", ".join(f"{col}={col}+?" for col in _COUNTED)
+        c.executemany(f"UPDATE intent_counts SET {sets} WHERE intent_id=? AND model=?", changes)
 
     def forget_written(self, request_ids: list[int]) -> None:
         """Clear records whose file went missing, so the next retrieval writes them again."""
         with self.tx() as c:
+            before = self._count_sums(c, request_ids)
             c.executemany("UPDATE requests SET outcome=NULL, output_sha256=NULL, written_at=NULL WHERE id=?",
                           [(i,) for i in request_ids])
+            self._apply_counts(c, before, self._count_sums(c, request_ids))
 
     def job_requests(self, job_id: str) -> list[dict]:
         """Every request of a job with its batch id and stage."""
@@ -716,20 +790,23 @@ class Store:
             "JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? AND r.outcome='succeeded'", (job_id,))
 
     def usage_by_model(self, *, job_id: str | None = None, batch_id: str | None = None) -> list[dict]:
-        """Summed usage per model for a job or a batch."""
+        """Summed usage per model for a job or a batch (from intent_counts: no request row is read)."""
         where, arg = ("i.batch_id=?", batch_id) if batch_id else ("s.job_id=?", job_id)
-        return self._all(
-            "SELECT r.model, sum(coalesce(r.input_tokens,0)) AS input, sum(coalesce(r.output_tokens,0)) AS output, "
-            "sum(coalesce(r.cache_write_tokens,0)) AS cache_write, sum(coalesce(r.cache_read_tokens,0)) AS cache_read "
-            "FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id "
-            f"WHERE {where} GROUP BY r.model", (arg,))
+        rows = self._all(
+            "SELECT c.model, sum(c.input) AS input, sum(c.output) AS output, sum(c.cache_write) AS cache_write, "
+            "sum(c.cache_read) AS cache_read FROM intent_counts c JOIN intents i ON i.id=c.intent_id "
+            f"JOIN stages s ON s.id=i.stage_id WHERE {where} GROUP BY c.model", (arg,))
+        for row in rows:
+            row["model"] = row["model"] or None
+        return rows
 
     def batch_outcome_counts(self, batch_id: str) -> dict[str, int]:
-        rows = self.conn.execute(
-            "SELECT coalesce(r.outcome,'pending'), count(*), sum(r.written_at IS NOT NULL) FROM requests r "
-            "JOIN batches b ON b.intent_id=r.intent_id WHERE b.id=? GROUP BY 1", (batch_id,)).fetchall()
-        out = {r[0]: r[1] for r in rows}
-        out["written"] = sum(r[2] or 0 for r in rows)
+        """outcome (or 'pending') → requests of a batch, and 'written' (from intent_counts)."""
+        row = self.conn.execute(
+            "SELECT sum(c.open), sum(c.succeeded), sum(c.errored), sum(c.canceled), sum(c.expired), sum(c.written) "
+            "FROM intent_counts c JOIN batches b ON b.intent_id=c.intent_id WHERE b.id=?", (batch_id,)).fetchone()
+        out = {k: v for k, v in zip(("pending", *_OUTCOMES), row[:5], strict=True) if v}
+        out["written"] = row[5] or 0
         return out
 
     # --- events, notices, daemon state ------------------------------------------------------------

@@ -244,6 +244,9 @@ class Writer:
         if fd is not None:
             return fd, name
         fd, sofar = self._root_fd(), ""
+        if not folder:  # a file directly in the data root: sweep the root once, like any folder
+            self._fds.pop("")
+            return self._cache("", fd, True), name
         for part in folder.split("/") if folder else ():
             if not part:
                 continue

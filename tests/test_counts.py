@@ -1,0 +1,128 @@
+"""The counts `list` reads (per intent and model, kept in the transaction that records results) always
+equal a count of every request row: after results, forgotten files, retries, refused intents, settled
+batches and the migration."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+
+from tegbatchd import store as store_mod
+from tegbatchd.store import PlannedIntent, Store
+
+OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+
+
+def counted(store: Store, batch_id: str) -> dict[str, int]:
+    rows = store.conn.execute(
+        "SELECT coalesce(r.outcome,'pending'), count(*), sum(r.written_at IS NOT NULL) FROM requests r "
+        "JOIN batches b ON b.intent_id=r.intent_id WHERE b.id=? GROUP BY 1", (batch_id,)).fetchall()
+    out = {r[0]: r[1] for r in rows}
+    out["written"] = sum(r[2] or 0 for r in rows)
+    return out
+
+
+def _key(row: tuple) -> tuple:
+    return (row[0] or "", *row[1:])
+
+
+def usage(store: Store, where: str, arg: str) -> list[tuple]:
+    return sorted((tuple(r) for r in store.conn.execute(
+        "SELECT r.model, sum(coalesce(r.input_tokens,0)), sum(coalesce(r.output_tokens,0)), "
+        "sum(coalesce(r.cache_write_tokens,0)), sum(coalesce(r.cache_read_tokens,0)) FROM requests r "
+        f"JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE {where} GROUP BY r.model",
+        (arg,))), key=_key)
+
+
+def check(store: Store, job_id: str, batches: list[str]) -> None:
+    for batch_id in batches:
+        assert store.batch_outcome_counts(batch_id) == counted(store, batch_id)
+        assert sorted((tuple(r.values()) for r in store.usage_by_model(batch_id=batch_id)), key=_key) == \
+            usage(store, "i.batch_id=?", batch_id)
+    assert sorted((tuple(r.values()) for r in store.usage_by_model(job_id=job_id)), key=_key) == \
+        usage(store, "s.job_id=?", job_id)
+
+
+def _batch(store: Store, intent_id: int, n: int) -> str:
+    batch_id = f"msgbatch_{intent_id:04d}"
+    store.attach_batch(intent_id, {"id": batch_id, "created_at": "2026-01-01T00:00:00Z", "processing_status": "ended",
+                                   "request_counts": {"processing": 0, "succeeded": n, "errored": 0, "canceled": 0,
+                                                      "expired": 0}})
+    return batch_id
+
+
+def _record(store: Store, rng: random.Random, ids: list[int]) -> None:
+    results = []
+    for rid in ids:
+        outcome = rng.choice(OUTCOMES)
+        record = {"id": rid, "outcome": outcome}
+        if outcome == "succeeded":
+            record.update(written_at="2026-01-01T00:00:00Z", output_sha256="ab", input_tokens=rng.randint(0, 900),
+                          output_tokens=rng.randint(0, 900), cache_read_tokens=rng.choice([None, 5]))
+        results.append(record)
+    results.append(dict(results[0]))  # the same request twice in one group counts once
+    store.record_results(results)
+
+
+def _intent(store: Store, stage_id: int, rows: list[tuple]) -> int:
+    return store.record_stage(stage_id, [PlannedIntent("a", 1, rows)], [])[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_counts_equal_a_full_count_after_any_sequence(tmp_path, seed):
+    rng = random.Random(seed)
+    store = Store.open(tmp_path / "state.db")
+    store.create_job("job_1", "requests", "t", {}, "/data", ["one", "two"])
+    stages = store.stages("job_1")
+    first = _intent(store, stages[0]["id"], [(f"c{i}", f"/d/{i}.md", rng.choice(["m1", "m2", None]), 9)
+                                             for i in range(60)])
+    batches = [_batch(store, first, 60)]
+    check(store, "job_1", batches)
+    ids = [r["id"] for r in store.requests_of_intent(first)]
+    _record(store, rng, rng.sample(ids, 40))
+    check(store, "job_1", batches)
+    store.forget_written(rng.sample(ids, 10))
+    check(store, "job_1", batches)
+    second = _intent(store, stages[1]["id"], [(f"s{i}", f"/d/s{i}.md", "m1", 9) for i in range(20)])
+    batches.append(_batch(store, second, 20))
+    _record(store, rng, [r["id"] for r in store.requests_of_intent(second)][:15])
+    store.settle_batch(batches[1], "archived", "results archived")  # the rest become failures
+    check(store, "job_1", batches)
+    failed = [r for r in store.requests_of_intent(first) if r["outcome"] not in ("succeeded", None)]
+    retry = store.record_retry("job_1", {stages[0]["id"]: [PlannedIntent(
+        "b", 1, [(r["custom_id"], r["output_path"], "m2", 9, 2) for r in failed],
+        [(r["id"], r["custom_id"]) for r in failed])]})[0]
+    batches.append(_batch(store, retry, len(failed)))
+    check(store, "job_1", batches)
+    _record(store, rng, [r["id"] for r in store.requests_of_intent(retry)][:3])
+    store.mark_missing(first)
+    refused = _intent(store, stages[1]["id"], [("z1", "/d/z1.md", "m1", 9), ("z2", "/d/z2.md", None, 9)])
+    store.fail_intent(refused, "refused", "create_refused")
+    batches.append(_batch(store, refused, 2))
+    check(store, "job_1", batches)
+    store.close()
+
+
+def test_counts_of_requests_recorded_before_the_migration(tmp_path, monkeypatch):
+    path = tmp_path / "state.db"
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(store_mod.MIGRATIONS) - 1)
+    old = Store.open(path)
+    old.create_job("job_1", "requests", "t", {}, "/data", ["one"])
+    stage = old.stages("job_1")[0]
+    with old.tx() as c:  # what the previous version recorded: requests without counts
+        c.execute("INSERT INTO intents(id, stage_id, archive, request_count, byte_size, state, created_at) "
+                  "VALUES(1, ?, 'a', 3, 1, 'open', 'x')", (stage["id"],))
+        c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, outcome, written_at, "
+                      "input_tokens) VALUES(1,?,?,?,?,?,?)",
+                      [("a", "/d/a", "m", "succeeded", "t", 5), ("b", "/d/b", "m", "errored", None, None),
+                       ("c", "/d/c", None, None, None, None)])
+    old.close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(store_mod.MIGRATIONS))
+    new = Store.open(path)
+    batch = _batch(new, 1, 3)
+    check(new, "job_1", [batch])
+    assert new.batch_outcome_counts(batch) == {"succeeded": 1, "errored": 1, "pending": 1, "written": 1}
+    new.close()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM intent_counts").fetchone()[0] == 2
