@@ -46,31 +46,9 @@ class RequestRecord(NamedTuple):
     max_tokens: int
     flags: int
     cache_tokens: int
-    problem: str | None  # why async validation fails this request (None: valid)
-
-
-def params_problem(params: Any, *, in_batch: bool) -> str | None:
-    """Return the validation message for bad Messages params, or None when they are acceptable."""
-    if not isinstance(params, dict):
-        return "params: Input should be a valid dictionary"
-    model = params.get("model")
-    if not isinstance(model, str) or not model:
-        return "model: Field required" if model is None else "model: Input should be a valid string"
-    if "max_tokens" not in params:
-        return "max_tokens: Field required"
-    max_tokens = params["max_tokens"]
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
-        return "max_tokens: Input should be a valid integer"
-    if max_tokens < 1:
-        return "max_tokens: Input should be greater than or equal to 1"
-    messages = params.get("messages")
-    if messages is None:
-        return "messages: Field required"
-    if not isinstance(messages, list) or not messages:
-        return "messages: Input should be a non-empty list"
-    if in_batch and params.get("stream"):
-        return "stream: Streaming is not supported in Message Batches"
-    return None
+    problem: str | None  # why validation fails this request (None: valid)
+    problem_type: str = "invalid_request_error"  # the error type of `problem`
+    cache_key: str = ""  # the cached prefix's key (model and prefix), "" without a cache breakpoint
 
 
 def _cache_prefix(params: dict) -> tuple[Any, str] | None:
@@ -88,10 +66,13 @@ def _cache_prefix(params: dict) -> tuple[Any, str] | None:
     return None
 
 
-def summarize_request(custom_id: str, params: Any, seen_prefixes: set[str], *, in_batch: bool = True
-                      ) -> RequestRecord:
-    """Given one request, return its small record; `seen_prefixes` tracks cache writes already done."""
-    problem = params_problem(params, in_batch=in_batch)
+def summarize_request(custom_id: str, params: Any, problem: tuple[str, str] | None,
+                      seen_prefixes: set[str] | None = None) -> RequestRecord:
+    """Given one request and its validation problem (error type, message), return its small record.
+
+    `seen_prefixes` (optimistic cache model) marks the first request with a prefix as its cache write;
+    without it the write-or-read decision is left to the prompt cache when the request is processed.
+    """
     raw = canonical_json(params)
     if not isinstance(params, dict):
         params = {}
@@ -100,13 +81,14 @@ def summarize_request(custom_id: str, params: Any, seen_prefixes: set[str], *, i
     if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
         flags |= THINKING
     cache_tokens = 0
+    cache_key = ""
     prefix = _cache_prefix(params) if problem is None else None
     if prefix is not None:
         prefix_raw = canonical_json(prefix[0])
         cache_tokens = max(1, len(prefix_raw) // 4)
-        key = hashlib.sha256(prefix_raw).hexdigest()
-        if key not in seen_prefixes:
-            seen_prefixes.add(key)
+        cache_key = sys.intern(hashlib.sha256(canonical_json([params.get("model"), prefix[0]])).hexdigest())
+        if seen_prefixes is not None and cache_key not in seen_prefixes:
+            seen_prefixes.add(cache_key)
             flags |= CACHE_WRITE
         if prefix[1] == "1h":
             flags |= CACHE_1H
@@ -120,7 +102,9 @@ def summarize_request(custom_id: str, params: Any, seen_prefixes: set[str], *, i
         max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0,
         flags,
         cache_tokens,
-        problem,
+        problem[1] if problem else None,
+        problem[0] if problem else "invalid_request_error",
+        cache_key,
     )
 
 
@@ -157,35 +141,52 @@ def answer_text(record: RequestRecord, answer_bytes: int, *, custom_id: str | No
     return head + body + ("" if truncated else "\n")
 
 
+CHARS_PER_TOKEN = 4  # the emulator's token estimate, for prompts and answers alike
+
+
 def build_message(record: RequestRecord, *, message_id: str, answer_bytes: int, service_tier: str,
                   truncated: bool = False, custom_id: str | None = None) -> dict[str, Any]:
-    """Return a Messages API `Message` answering `record` (truncated: stop_reason max_tokens)."""
+    """Return a Messages API `Message` answering `record`.
+
+    An answer longer than max_tokens (estimated at 4 characters a token, thinking included) is cut there
+    with stop_reason "max_tokens"; `truncated` (the --max-tokens-rate fault) cuts it even when it fits.
+    """
     text = answer_text(record, answer_bytes, custom_id=custom_id, truncated=truncated)
     content: list[dict[str, Any]] = []
-    output_chars = len(text)
+    budget = max(1, record.max_tokens) * CHARS_PER_TOKEN
+    thinking_tokens = 0
     if record.flags & THINKING:
         thought = (f"The request {custom_id or record.custom_id} asks {record.model} for at most "
                    f"{record.max_tokens} tokens; the emulator answers deterministically.")
+        thought = thought[:budget]
         signature = base64.b64encode(hashlib.sha256(f"sig:{record.sha}".encode()).digest()).decode()
         content.append({"type": "thinking", "thinking": thought, "signature": "EmuSig" + signature})
-        output_chars += len(thought)
-    content.append({"type": "text", "text": text})
-    output_tokens = max(1, output_chars // 4)
-    output_tokens = record.max_tokens if truncated else min(output_tokens, max(1, record.max_tokens))
+        thinking_tokens = max(1, len(thought) // CHARS_PER_TOKEN)
+        budget -= len(thought)
+    cut = truncated or len(text) > budget
+    if len(text) > budget:
+        text = text[:max(0, budget)]
+    content.append({"type": "text", "text": text, "citations": None})
+    output_chars = sum(len(block.get("text") or block.get("thinking") or "") for block in content)
+    output_tokens = record.max_tokens if cut else min(max(1, output_chars // CHARS_PER_TOKEN),
+                                                      max(1, record.max_tokens))
     return {
         "model": record.model,
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "content": content,
-        "stop_reason": "max_tokens" if truncated else "end_turn",
+        "stop_reason": "max_tokens" if cut else "end_turn",
         "stop_sequence": None,
-        "usage": usage_of(record, output_tokens, service_tier),
+        "stop_details": None,
+        "container": None,
+        "usage": usage_of(record, output_tokens, service_tier, min(thinking_tokens, output_tokens)),
     }
 
 
-def usage_of(record: RequestRecord, output_tokens: int, service_tier: str) -> dict[str, Any]:
-    total = max(1, record.params_bytes // 4)
+def usage_of(record: RequestRecord, output_tokens: int, service_tier: str, thinking_tokens: int = 0
+             ) -> dict[str, Any]:
+    total = max(1, record.params_bytes // CHARS_PER_TOKEN)
     cached = min(record.cache_tokens, max(0, total - 1))
     write = cached if record.flags & CACHE_WRITE else 0
     one_hour = bool(record.flags & CACHE_1H)
@@ -198,5 +199,8 @@ def usage_of(record: RequestRecord, output_tokens: int, service_tier: str) -> di
             "ephemeral_1h_input_tokens": write if one_hour else 0,
         },
         "output_tokens": output_tokens,
+        "output_tokens_details": {"thinking_tokens": thinking_tokens},
+        "server_tool_use": None,
         "service_tier": service_tier,
+        "inference_geo": "global",
     }

@@ -8,9 +8,18 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from datetime import date
 from typing import TYPE_CHECKING
 
-from tegbatchd.emulator.options import DAY, ERROR_TYPES, MAX_BODY_BYTES, Options
+from tegbatchd.emulator.options import (
+    CACHE_MODELS,
+    DAY,
+    ERROR_TYPES,
+    MAX_BODY_BYTES,
+    MAX_MESSAGES_BODY_BYTES,
+    SPEND_LIMITS,
+    Options,
+)
 from tegbatchd.errors import UserError
 
 if TYPE_CHECKING:  # the server (http.server...) is loaded by `run` only: every command registers this module
@@ -40,6 +49,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a date (YYYY-MM-DD)") from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("emulator", help="serve a local emulator of the Message Batches API (tests, demo)",
                        description="Serve a local HTTP emulator of Anthropic's Message Batches API. "
@@ -50,6 +66,10 @@ def register(sub) -> None:
     p.add_argument("--state", metavar="FILE", help="keep batches in FILE across restarts")
     p.add_argument("-v", "--verbose", dest="emulator_verbose", action="store_true",
                    help="log every request to stderr")
+    m = p.add_argument_group("models")
+    m.add_argument("--models", metavar="FILE", help="model catalogue JSON (default: the shipped models.json)")
+    m.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
+                   help="the day model lifecycles are read at (default: the emulated clock's date)")
     t = p.add_argument_group("timing")
     t.add_argument("--process-seconds", type=_seconds, default=3.0, metavar="S",
                    help="a batch ends S seconds after creation (default 3; 0: at once)")
@@ -73,6 +93,9 @@ def register(sub) -> None:
                    help='fraction of successes with stop_reason "max_tokens"')
     a.add_argument("--cancel-finish-rate", type=_rate, default=0.0, metavar="R",
                    help="fraction of requests of a canceled batch that still finish")
+    a.add_argument("--cache-model", choices=CACHE_MODELS, default="realistic",
+                   help="realistic (default): a cache entry exists only from a request that finished earlier, "
+                        "for its TTL; optimistic: the first request of each batch writes, the rest read")
     a.add_argument("--shuffle-results", action="store_true", help="results lines not in request order")
     a.add_argument("--replay-results", action="append", default=[], metavar="FILE",
                    help="serve FILE verbatim to a batch with the same custom_ids (repeatable)")
@@ -96,6 +119,17 @@ def register(sub) -> None:
                    help="how long a stalled create waits before answering (default 30)")
     f.add_argument("--max-body-bytes", type=_count, default=MAX_BODY_BYTES, metavar="N",
                    help="bodies over N bytes get 413 (default 256 MB)")
+    f.add_argument("--max-messages-body-bytes", type=_count, default=MAX_MESSAGES_BODY_BYTES, metavar="N",
+                   help="/v1/messages bodies over N bytes get 413 (default 32 MB)")
+    f.add_argument("--retrieve-404-seconds", type=_seconds, default=0.0, metavar="S",
+                   help="a new batch answers 404 on retrieve for S seconds after its create")
+    f.add_argument("--list-lag-seconds", type=_seconds, default=0.0, metavar="S",
+                   help="a new batch is missing from list pages for S seconds after its create")
+    f.add_argument("--credit-exhausted", action="store_true",
+                   help="every request errors: credit balance too low (batches: errored lines; messages: 400)")
+    f.add_argument("--spend-limit", choices=SPEND_LIMITS,
+                   help="refuse every create: workspace (400 invalid_request_error) or tier (429 "
+                        "rate_limit_error, error_code enforced_spend_limit_reached, no retry-after)")
     p.set_defaults(func=run)
 
 
@@ -112,6 +146,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
         unclear_create=args.unclear_create, unclear_create_count=args.unclear_create_count,
         stall_seconds=args.stall_seconds, shuffle_results=args.shuffle_results,
         max_body_bytes=args.max_body_bytes, state_file=args.state,
+        max_messages_body_bytes=args.max_messages_body_bytes, models_file=args.models, today=args.today,
+        cache_model=args.cache_model, retrieve_404_seconds=args.retrieve_404_seconds,
+        list_lag_seconds=args.list_lag_seconds, credit_exhausted=args.credit_exhausted,
+        spend_limit=args.spend_limit,
         verbose=bool(args.emulator_verbose or getattr(args, "verbose", False)),
     )
 

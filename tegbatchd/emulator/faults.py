@@ -1,4 +1,5 @@
-"""Injected misbehaviour of the transport: faulted calls, unclear creates, cut results streams."""
+"""Injected misbehaviour: faulted calls, unclear creates, cut results streams, spend limits, and the
+eventual consistency of new batches (404 on retrieve, missing from list) seen on the real API."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ class Fault:
     status: int
     error_type: str
     message: str
+    error_code: str | None = None  # error.details.error_code
+    retry_after: bool = True  # whether the answer carries the retry-after header
 
 
 # Faulted calls cycle through these, so every kind shows up.
@@ -22,6 +25,19 @@ FAULTS = (
     Fault(500, "api_error", "Internal server error (emulated)."),
     Fault(529, "overloaded_error", "Overloaded (emulated)."),
 )
+
+
+# --spend-limit: a limit the workspace set (400), or the tier's monthly spend cap (429 with an error code
+# and no retry-after): docs/api-facts-2026-12.md, "Billing".
+SPEND_LIMITS = {
+    "workspace": Fault(400, "invalid_request_error",
+                       "You have reached your specified workspace API usage limits. You will regain access "
+                       "when the limit resets or after you raise it in the Console (emulated).",
+                       retry_after=False),
+    "tier": Fault(429, "rate_limit_error",
+                  "You have reached your organization's monthly spend limit for its usage tier (emulated).",
+                  error_code="enforced_spend_limit_reached", retry_after=False),
+}
 
 
 class FaultPlan:
@@ -52,6 +68,14 @@ class FaultPlan:
             fault = FAULTS[self._faults % len(FAULTS)]
             self._faults += 1
             return fault
+
+    def spend_limit(self) -> Fault | None:
+        """Return the spend-limit refusal every create gets (--spend-limit), or None."""
+        return SPEND_LIMITS.get(self.opts.spend_limit or "")
+
+    def hides_new_batch(self, created_at: float, now: float) -> bool:
+        """Whether a retrieve of a batch created at `created_at` answers 404 (--retrieve-404-seconds)."""
+        return now - created_at < self.opts.retrieve_404_seconds
 
     def unclear_create(self) -> str | None:
         """Return "drop" or "stall" while unclear creates remain, else None (consumes one)."""

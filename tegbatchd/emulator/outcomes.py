@@ -2,7 +2,7 @@
 
 An outcome is one character per request, kept as a string on the batch (100,000 requests: 100 KB):
 `s` succeeded, `t` succeeded but cut at max_tokens, `0`..`8` errored with ERROR_TYPES[digit],
-`c` canceled, `x` expired.
+`b` errored because the credit balance is too low (--credit-exhausted), `c` canceled, `x` expired.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ ERROR_MESSAGES = {
     "timeout_error": "Request timed out",
     "invalid_request_error": "Invalid request",
 }
+CREDIT_MESSAGE = ("Your credit balance is too low to access the Anthropic API. "
+                  "Please go to Plans & Billing to upgrade or purchase credits.")
 
 # End modes: how the batch ended.
 NORMAL, CANCELED, EXPIRED = "normal", "canceled", "expired"
@@ -41,8 +43,10 @@ def decide_outcomes(batch_id: str, records: Sequence[RequestRecord], end_mode: s
             out.append("x")
         elif end_mode == CANCELED and fraction(seed, batch_id, cid, "cancel-finish") >= opts.cancel_finish_rate:
             out.append("c")
+        elif opts.credit_exhausted:
+            out.append("b")
         elif record.problem is not None:
-            out.append(str(ERROR_TYPES.index("invalid_request_error")))
+            out.append(str(ERROR_TYPES.index(record.problem_type)))
         elif opts.error_rate and fraction(seed, batch_id, cid, "error") < opts.error_rate:
             error_type = opts.error_type or TRANSIENT[injected % 2]
             injected += 1
@@ -80,6 +84,9 @@ def result_object(batch_id: str, record: RequestRecord, outcome: str, opts: Opti
         return {"type": "canceled"}
     if outcome == "x":
         return {"type": "expired"}
+    if outcome == "b":
+        request_id = derived_id("req_", batch_id, record.custom_id)
+        return {"type": "errored", "error": error_envelope("invalid_request_error", CREDIT_MESSAGE, request_id)}
     error_type = ERROR_TYPES[int(outcome)]
     message = record.problem or ERROR_MESSAGES.get(error_type, f"Emulated {error_type}")
     request_id = derived_id("req_", batch_id, record.custom_id)

@@ -1,22 +1,26 @@
-"""The HTTP server: routing, authentication and call-level faults in front of the endpoints."""
+"""The HTTP server: routing, authentication, the anthropic-version header and call-level faults in front of
+the endpoints."""
 
 from __future__ import annotations
 
 import socket
 import socketserver
 import threading
+from datetime import date
 from http.server import ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 from tegbatchd.emulator import admin, api
 from tegbatchd.emulator.faults import FaultPlan
-from tegbatchd.emulator.options import Options
+from tegbatchd.emulator.models import Catalogue, day_of, load_catalogue
+from tegbatchd.emulator.options import API_VERSIONS, Options
 from tegbatchd.emulator.replay import ReplaySource
 from tegbatchd.emulator.state import BatchStore
 from tegbatchd.emulator.stats import Stats
 from tegbatchd.emulator.transport import BadBody, BodyTooLarge, TransportHandler
 
 API_ROOT = "/v1/messages"
+MODELS_ROOT = "/v1/models"
 ADMIN_ROOT = "/_emulator/"
 ADMIN_BODY_LIMIT = 1024 * 1024
 
@@ -29,6 +33,8 @@ ROUTES = {
     ("batches/ID", "DELETE"): "delete",
     ("batches/ID/cancel", "POST"): "cancel",
     ("batches/ID/results", "GET"): "results",
+    ("models", "GET"): "models",
+    ("models/ID", "GET"): "model",
 }
 
 
@@ -76,6 +82,10 @@ class Handler(TransportHandler):
             return
         at = path.find(API_ROOT)
         shape = _shape(path[at + len(API_ROOT):]) if at >= 0 else None
+        if at < 0 and MODELS_ROOT in path:
+            at = path.find(MODELS_ROOT)
+            rest = path[at + len(MODELS_ROOT):].strip("/")
+            shape = ("models", None) if not rest else ("models/ID", unquote(rest)) if "/" not in rest else None
         if shape is None:
             if self.body_or_refuse(self.server.opts.max_body_bytes) is not None:
                 self.send_error_json(404, "not_found_error", f"Not found: {method} {path}")
@@ -92,7 +102,8 @@ class Handler(TransportHandler):
     def serve_api(self, endpoint: str, batch_id: str | None, query: str) -> None:
         server = self.server
         server.stats.call(endpoint)
-        body = self.body_or_refuse(server.opts.max_body_bytes)
+        limit = server.opts.max_messages_body_bytes if endpoint == "messages" else server.opts.max_body_bytes
+        body = self.body_or_refuse(limit)
         if body is None:
             return
         fault = server.faults.fault_for_call()
@@ -101,18 +112,31 @@ class Handler(TransportHandler):
             self.send_error_json(fault.status, fault.error_type, fault.message,
                                  headers={"retry-after": server.opts.fault_retry_after})
             return
-        if not self.authorized():
-            self.send_error_json(401, "authentication_error", "invalid x-api-key")
+        refusal = self.auth_problem()
+        if refusal is not None:
+            self.send_error_json(401, "authentication_error", refusal)
+            return
+        version = self.headers.get("anthropic-version")
+        if version is None or version.strip() not in API_VERSIONS:
+            self.send_error_json(400, "invalid_request_error",
+                                 "anthropic-version: header is required" if version is None else
+                                 f"anthropic-version: {version!r} is not a valid version "
+                                 f"(accepted: {', '.join(API_VERSIONS)})")
             return
         try:
             if endpoint in ("create", "messages"):
                 getattr(api, endpoint)(self, body)
             elif endpoint == "list":
                 api.list_batches(self, query)
+            elif endpoint == "models":
+                api.list_models(self, query)
+            elif endpoint == "model":
+                api.retrieve_model(self, batch_id or "")
             else:
                 getattr(api, endpoint)(self, batch_id)
         except api.ApiError as exc:
-            self.send_error_json(exc.status, exc.error_type, exc.message)
+            self.send_error_json(exc.status, exc.error_type, exc.message, headers=exc.headers,
+                                 error_code=exc.error_code)
 
     def body_or_refuse(self, limit: int) -> bytes | None:
         """Return the body, or answer 413/400 (closing the connection) and return None."""
@@ -125,14 +149,18 @@ class Handler(TransportHandler):
             self.refuse_unread_body(400, "invalid_request_error", str(exc))
         return None
 
-    def authorized(self) -> bool:
-        """Without --api-key every key is accepted; with it, `x-api-key` or a Bearer token must match."""
-        expected = self.server.opts.api_key
-        if expected is None:
-            return True
+    def auth_problem(self) -> str | None:
+        """Return why the call is refused with 401, or None. A key (`x-api-key` or a Bearer token) is always
+        required; without --api-key any key is accepted, with it the key must match."""
         authorization = self.headers.get("Authorization", "")
         bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-        return expected in (self.headers.get("x-api-key"), bearer)
+        given = [key for key in (self.headers.get("x-api-key"), bearer) if key]
+        if not given:
+            return "x-api-key header is required"
+        expected = self.server.opts.api_key
+        if expected is not None and expected not in given:
+            return "invalid x-api-key"
+        return None
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -146,6 +174,8 @@ class EmulatorServer(ThreadingHTTPServer):
         self.opts = opts
         self.store = store
         self.replays = replays
+        self.catalogue: Catalogue = load_catalogue(opts.models_file)
+        self._today = date.fromisoformat(opts.today) if opts.today else None
         self.stats = Stats()
         self.faults = FaultPlan(opts)
         self.stopping = threading.Event()
@@ -158,6 +188,10 @@ class EmulatorServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # skips HTTPServer's reverse DNS lookup
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def today(self) -> date:
+        """The day model lifecycles are read at: --today, else the emulated clock's (UTC) date."""
+        return self._today or day_of(self.store.clock.now())
 
     @property
     def host_port(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tegbatchd.emulator.answers import RequestRecord
+from tegbatchd.emulator.cache import PromptCache
 from tegbatchd.emulator.clock import Clock
 from tegbatchd.emulator.ids import derived_id, random_id
 from tegbatchd.emulator.options import Options
@@ -64,26 +65,53 @@ class BatchStore:
         self._ids: list[str] = []  # same order as _seqs
         self._deleted: dict[str, int] = {}  # deleted id -> seq, so cursors on them still work
         self._next_seq = 0
+        self._pending: set[str] = set()  # batches not ended yet
+        self.cache = PromptCache()
         self.dirty = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def _finalize(self, batch: Batch, at: float, mode: str) -> None:
+        self._settle_before(at)
         batch.ended_at = at
         batch.end_mode = mode
+        self._pending.discard(batch.id)
         if batch.replay is not None:
             batch.counts = dict(batch.replay.counts)
         else:
             batch.outcomes = decide_outcomes(batch.id, batch.requests, mode, self.opts)
             batch.counts = count_outcomes(batch.outcomes)
+            if self.opts.cache_model == "realistic":
+                self._use_cache(batch, at)
         self.dirty = True
+
+    def _use_cache(self, batch: Batch, at: float) -> None:
+        """Decide each finished request's cache write or read, all looked up before any writes."""
+        outcomes = batch.outcomes or ""
+        indexes = [i for i, record in enumerate(batch.requests) if record.cache_key and outcomes[i] in "st"]
+        for index, record in zip(indexes, self.cache.process([batch.requests[i] for i in indexes], at),
+                                 strict=True):
+            batch.requests[index] = record
+
+    def _end_of(self, batch: Batch) -> tuple[float, str]:
+        end_at, mode = batch.due_at, batch.due_mode
+        if batch.cancel_at is not None and batch.cancel_at + self.opts.cancel_seconds < end_at:
+            end_at, mode = batch.cancel_at + self.opts.cancel_seconds, CANCELED
+        return end_at, mode
+
+    def _settle_before(self, at: float) -> None:
+        """End, in time order, every other batch due before `at` (the prompt cache sees them in order)."""
+        due = sorted((end, batch_id) for batch_id in self._pending
+                     for end, _ in [self._end_of(self._batches[batch_id])] if end < at)
+        for _, batch_id in due:
+            batch = self._batches[batch_id]
+            if batch.ended_at is None:
+                self._finalize(batch, *self._end_of(batch))
 
     def _refresh(self, batch: Batch) -> Batch:
         now = self.clock.now()
         if batch.ended_at is None:
-            end_at, mode = batch.due_at, batch.due_mode
-            if batch.cancel_at is not None and batch.cancel_at + self.opts.cancel_seconds < end_at:
-                end_at, mode = batch.cancel_at + self.opts.cancel_seconds, CANCELED
+            end_at, mode = self._end_of(batch)
             if now >= end_at:
                 self._finalize(batch, end_at, mode)
         if batch.ended_at is not None and batch.archived_at is None:
@@ -124,6 +152,8 @@ class BatchStore:
         index = bisect.bisect_left(self._seqs, batch.seq)
         self._seqs.insert(index, batch.seq)
         self._ids.insert(index, batch.id)
+        if batch.ended_at is None:
+            self._pending.add(batch.id)
         self.dirty = True
 
     def get(self, batch_id: str) -> Batch:
@@ -151,6 +181,14 @@ class BatchStore:
                 self._finalize(batch, self.clock.now(), CANCELED if batch.cancel_at is not None else NORMAL)
             return batch
 
+    def created_at(self, batch_id: str) -> float:
+        """Return when the batch was created, without applying lifecycle changes. Raise NotFound."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                raise NotFound(batch_id)
+            return batch.created_at
+
     def delete(self, batch_id: str) -> None:
         """Forget an ended batch. Raise NotFound, InvalidState."""
         with self._lock:
@@ -164,14 +202,24 @@ class BatchStore:
             self._deleted[batch_id] = batch.seq
             self.dirty = True
 
-    def page(self, limit: int, after_id: str | None, before_id: str | None) -> tuple[list[Batch], bool]:
-        """Return (batches newest first, has_more in the direction asked). Raise NotFound for a bad cursor."""
+    def page(self, limit: int, after_id: str | None, before_id: str | None, lag_seconds: float = 0.0
+             ) -> tuple[list[Batch], bool]:
+        """Return (batches newest first, has_more in the direction asked). Raise NotFound for a bad cursor.
+
+        Batches created less than `lag_seconds` ago are left out (the list-lag fault).
+        """
         with self._lock:
             lo, hi = 0, len(self._seqs)
+            if lag_seconds > 0:
+                newest = self.clock.now() - lag_seconds
+                while hi > 0 and self._batches[self._ids[hi - 1]].created_at > newest:
+                    hi -= 1
+            visible = hi
             if after_id is not None:  # older than the cursor
                 hi = bisect.bisect_left(self._seqs, self._cursor_seq(after_id))
             if before_id is not None:  # newer than the cursor
                 lo = bisect.bisect_right(self._seqs, self._cursor_seq(before_id))
+            hi = min(hi, visible)
             if hi < lo:
                 hi = lo
             if before_id is not None and after_id is None:
@@ -205,6 +253,7 @@ class BatchStore:
                 "next_seq": self._next_seq,
                 "clock_offset": self.clock.offset,
                 "deleted": dict(self._deleted),
+                "prompt_cache": self.cache.snapshot(),
                 "batches": [_batch_data(self._batches[i]) for i in self._ids],
             }
 
@@ -213,6 +262,7 @@ class BatchStore:
         with self._lock:
             self._next_seq = max(self._next_seq, int(data.get("next_seq", 0)))
             self._deleted.update(data.get("deleted", {}))
+            self.cache.restore(data.get("prompt_cache", {}))
             self.clock.advance(float(data.get("clock_offset", 0.0)) - self.clock.offset)
             for item in data.get("batches", []):
                 replay = item.pop("replay", None)

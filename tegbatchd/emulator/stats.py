@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "messages")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "messages", "models", "model")
 
 
 class Stats:

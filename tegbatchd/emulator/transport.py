@@ -7,10 +7,12 @@ import socket
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import quote
 
 from tegbatchd.emulator.ids import random_id
 from tegbatchd.emulator.wire import error_envelope
 
+ORGANIZATION_ID = "00000000-0000-4000-8000-00000000e4a1"  # the emulated organization (anthropic-organization-id)
 CHUNK_BYTES = 64 * 1024
 DRAIN_BYTES = 16 * 1024 * 1024
 STATUS_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -96,7 +98,7 @@ class TransportHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("request-id", self.request_id or self.new_request_id())
+        self.send_ids()
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if close:
@@ -106,11 +108,17 @@ class TransportHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def send_ids(self) -> None:
+        """The headers every answer carries: request-id and anthropic-organization-id."""
+        self.send_header("request-id", self.request_id or self.new_request_id())
+        self.send_header("anthropic-organization-id", ORGANIZATION_ID)
+
     def send_error_json(self, status: int, error_type: str, message: str,
-                        headers: dict[str, str] | None = None, close: bool = False) -> None:
+                        headers: dict[str, str] | None = None, close: bool = False,
+                        error_code: str | None = None) -> None:
         """Answer with Anthropic's error envelope (its request_id matches the `request-id` header)."""
         request_id = self.request_id or self.new_request_id()
-        self.send_json(status, error_envelope(error_type, message, request_id), headers, close)
+        self.send_json(status, error_envelope(error_type, message, request_id, error_code), headers, close)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors raised by the stdlib parser (bad request line, unknown method) as JSON too."""
@@ -135,7 +143,7 @@ class TransportHandler(BaseHTTPRequestHandler):
             pass
 
     def stream_lines(self, lines: Iterable[bytes], cut_after: int | None,
-                     content_type: str = "application/binary") -> int:
+                     content_type: str = "application/x-jsonl", filename: str | None = None) -> int:
         """Send `lines` as a chunked body in ~64 KB chunks; cut the connection after `cut_after` lines.
 
         Return the number of lines sent. A client that goes away mid-stream simply ends the stream.
@@ -143,7 +151,9 @@ class TransportHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("request-id", self.request_id or self.new_request_id())
+        if filename:
+            self.send_header("Content-Disposition", f"attachment; filename*=utf-8''{quote(filename)}")
+        self.send_ids()
         self.end_headers()
         buffer: list[bytes] = []
         size = sent = 0

@@ -44,6 +44,11 @@ def batch_object(batch: Batch, base_url: str) -> dict[str, Any]:
     }
 
 
-def error_envelope(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """Return `{"type": "error", "error": {...}, "request_id": ...}` (HTTP errors and errored results)."""
-    return {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
+def error_envelope(error_type: str, message: str, request_id: str | None, error_code: str | None = None
+                   ) -> dict[str, Any]:
+    """Return `{"type": "error", "error": {...}, "request_id": ...}` (HTTP errors and errored results);
+    `error_code` goes to `error.details.error_code`."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": request_id}
