@@ -16,13 +16,14 @@ from tegbatchd.emulator.answers import canonical_sha256
 from tests.support.emulator import running_emulator, sdk_client
 
 KEY = "test-key"
+VERSION = "2023-06-01"
 BATCH_FIELDS = {"id", "type", "processing_status", "request_counts", "created_at", "expires_at", "ended_at",
                 "cancel_initiated_at", "archived_at", "results_url"}
 COUNT_FIELDS = {"processing", "succeeded", "errored", "canceled", "expired"}
 
 
 def params(text: str = "hello", **extra) -> dict:
-    return {"model": "claude-test-model", "max_tokens": 256,
+    return {"model": "claude-haiku-4-5", "max_tokens": 256,
             "messages": [{"role": "user", "content": text}], **extra}
 
 
@@ -43,7 +44,7 @@ def client(emu):
 
 @pytest.fixture
 def raw(emu):
-    with httpx2.Client(base_url=emu.url, headers={"x-api-key": KEY}, timeout=30) as http:
+    with httpx2.Client(base_url=emu.url, headers={"x-api-key": KEY, "anthropic-version": VERSION}, timeout=30) as http:
         yield http
 
 
@@ -109,13 +110,13 @@ def test_api_key_is_checked_in_both_header_styles(emu, raw):
     assert_error(raw.get(url, headers={"x-api-key": "nope"}), 401, "authentication_error")
     assert_error(raw.get(url, headers={"x-api-key": "", "Authorization": "Bearer nope"}), 401,
                  "authentication_error")
-    assert_error(httpx2.get(f"{emu.url}{url}"), 401, "authentication_error")
+    assert_error(httpx2.get(f"{emu.url}{url}", headers={"anthropic-version": VERSION}), 401, "authentication_error")
 
 
 def test_any_key_is_accepted_without_api_key_option():
     with running_emulator("--process-seconds", "0") as emulator:
         assert sdk_client(emulator.url, "anything").messages.batches.list().data == []
-        assert httpx2.get(f"{emulator.url}/v1/messages/batches", headers={"x-api-key": "x"}).status_code == 200
+        assert httpx2.get(f"{emulator.url}/v1/messages/batches", headers={"x-api-key": "x", "anthropic-version": VERSION}).status_code == 200
 
 
 def test_unknown_ids_are_404_everywhere(client, raw):
@@ -286,7 +287,8 @@ def test_stats_count_every_call(emu, client):
         client.messages.batches.retrieve(batch.id)
     client.messages.create(**params())
     assert emu.stats() == {
-        "calls": {"create": 1, "retrieve": 3, "list": 1, "cancel": 1, "delete": 1, "results": 1, "messages": 1},
+        "calls": {"create": 1, "retrieve": 3, "list": 1, "cancel": 1, "delete": 1, "results": 1, "messages": 1,
+                      "models": 0, "model": 0},
         "batches_created": 1,
         "faults_injected": 0,
     }

@@ -15,7 +15,7 @@ from tests.support.emulator import running_emulator, sdk_client
 
 
 def params(i: int) -> dict:
-    return {"model": "claude-test-model", "max_tokens": 64, "messages": [{"role": "user", "content": f"q{i}"}]}
+    return {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": f"q{i}"}]}
 
 
 def requests(n: int) -> list[dict]:

@@ -11,11 +11,11 @@ from collections import Counter
 import httpx2
 import pytest
 
-from tests.support.emulator import running_emulator, sdk_client
+from tests.support.emulator import API_HEADERS, running_emulator, sdk_client
 
 
 def requests(n: int) -> list[dict]:
-    return [{"custom_id": f"r{i}", "params": {"model": "claude-test-model", "max_tokens": 32,
+    return [{"custom_id": f"r{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 32,
                                                 "messages": [{"role": "user", "content": str(i)}]}}
             for i in range(n)]
 
@@ -102,7 +102,7 @@ def test_state_file_survives_a_restart(tmp_path):
         emulator.advance(10)
         before = {b: without_host(client.messages.batches.retrieve(b).to_dict())
                   for b in (done, canceling, running)}
-        results = httpx2.get(client.messages.batches.retrieve(done).results_url).content
+        results = httpx2.get(client.messages.batches.retrieve(done).results_url, headers=API_HEADERS).content
     assert json.loads(state.read_text())["batches"]
 
     with running_emulator(*args) as emulator:
@@ -112,7 +112,7 @@ def test_state_file_survives_a_restart(tmp_path):
                  for b in (done, canceling, running)}
         assert after == before
         assert before[canceling]["processing_status"] == "canceling"
-        assert httpx2.get(client.messages.batches.retrieve(done).results_url).content == results
+        assert httpx2.get(client.messages.batches.retrieve(done).results_url, headers=API_HEADERS).content == results
         with pytest.raises(Exception, match="404"):
             client.messages.batches.retrieve(gone)
         emulator.advance(91)  # the clock offset was kept: 10 + 91 > 100
@@ -135,7 +135,7 @@ def test_command_prints_its_url_and_logs_only_when_verbose(verbose, stop):
         assert first.endswith("\n")
         url = first.strip()
         assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
-        assert httpx2.get(f"{url}/v1/messages/batches").status_code == 200
+        assert httpx2.get(f"{url}/v1/messages/batches", headers=API_HEADERS).status_code == 200
         proc.send_signal(stop)
         out, err = proc.communicate(timeout=10)
     finally:

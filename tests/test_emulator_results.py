@@ -12,7 +12,7 @@ import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 
 from tegbatchd.emulator.answers import canonical_sha256
-from tests.support.emulator import running_emulator, sdk_client
+from tests.support.emulator import API_HEADERS, running_emulator, sdk_client
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "anthropic"
 SATIRE = FIXTURES / "results-satire-7.jsonl"
@@ -20,7 +20,7 @@ NARRATIVE = FIXTURES / "requests-narrative-60.jsonl"
 
 
 def params(i: int, **extra) -> dict:
-    return {"model": "claude-test-model", "max_tokens": 900,
+    return {"model": "claude-haiku-4-5", "max_tokens": 900,
             "messages": [{"role": "user", "content": f"Write report number {i} ✓"}], **extra}
 
 
@@ -42,7 +42,7 @@ def client(emu):
 
 def raw_results(client, batch_id: str) -> bytes:
     url = client.messages.batches.retrieve(batch_id).results_url
-    response = httpx2.get(url, headers={"x-api-key": "k"}, timeout=30)
+    response = httpx2.get(url, headers=API_HEADERS, timeout=30)
     assert response.status_code == 200
     assert response.headers["request-id"].startswith("req_")
     assert response.headers["transfer-encoding"] == "chunked"
@@ -63,7 +63,7 @@ def test_answers_name_the_custom_id_and_params_hash(client):
         text = message.content[0].text
         assert field(text, "custom_id") == item.custom_id
         assert field(text, "params-sha256") == expected[item.custom_id]
-        assert message.id.startswith("msg_") and message.model == "claude-test-model"
+        assert message.id.startswith("msg_") and message.model == "claude-haiku-4-5"
         assert message.role == "assistant" and message.stop_reason == "end_turn"
         usage = message.usage
         assert usage.service_tier == "batch" and usage.output_tokens > 0
@@ -73,20 +73,19 @@ def test_answers_name_the_custom_id_and_params_hash(client):
     assert raw_results(client, batch.id) == body  # a second download is identical
 
 
-def test_prompt_caching_and_thinking_show_in_the_message(client):
+def test_thinking_and_cache_writes_show_in_the_message(client):
     system = [{"type": "text", "text": "You are a golf journalist. " * 40, "cache_control": {"type": "ephemeral"}}]
-    thinking = {"type": "enabled", "budget_tokens": 2048}
-    requests = [{"custom_id": f"c{i}", "params": params(i, system=system, thinking=thinking)} for i in range(3)]
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    requests = [{"custom_id": f"c{i}", "params": {**params(i, system=system, thinking=thinking), "max_tokens": 2048}}
+                for i in range(3)]
     batch = client.messages.batches.create(requests=requests)
     results = {r.custom_id: r.result.message for r in client.messages.batches.results(batch.id)}
-    first, later = results["c0"].usage, results["c2"].usage
-    assert first.cache_creation_input_tokens > 0 and first.cache_read_input_tokens == 0
-    assert first.cache_creation.ephemeral_5m_input_tokens == first.cache_creation_input_tokens
-    assert later.cache_read_input_tokens == first.cache_creation_input_tokens
-    assert later.cache_creation_input_tokens == 0
-    for message in results.values():
+    for message in results.values():  # one batch: every request writes the prefix, none reads another's
+        assert message.usage.cache_creation_input_tokens > 0 and message.usage.cache_read_input_tokens == 0
+        assert message.usage.cache_creation.ephemeral_5m_input_tokens == message.usage.cache_creation_input_tokens
         assert [block.type for block in message.content] == ["thinking", "text"]
         assert message.content[0].thinking and message.content[0].signature
+        assert 0 < message.usage.output_tokens_details.thinking_tokens < message.usage.output_tokens
 
 
 def test_ten_thousand_results_stream_through_the_sdk(client):
@@ -147,15 +146,18 @@ def test_replay_any_serves_its_file_byte_for_byte_to_other_batches(tmp_path):
         other = client.messages.batches.create(requests=[{"custom_id": "r1", "params": params(1)}])
         assert raw_results(client, other.id) == odd
 
-def test_real_requests_get_answers_for_their_params(client):
+def test_real_requests_get_answers_for_their_params():
+    # The recorded requests name claude-sonnet-4-5, retired on 2026-11-30: the emulator is set to a day before.
     requests = [json.loads(line) for line in NARRATIVE.read_text(encoding="utf-8").splitlines()]
-    batch = client.messages.batches.create(requests=requests)
-    expected = {r["custom_id"]: (canonical_sha256(r["params"]), r["params"]["model"]) for r in requests}
-    got = {}
-    for item in client.messages.batches.results(batch.id):
-        message = item.result.message
-        got[item.custom_id] = (field(message.content[0].text, "params-sha256"), message.model)
-        assert message.usage.cache_creation_input_tokens + message.usage.cache_read_input_tokens > 0
+    with running_emulator("--process-seconds", "0", "--today", "2026-11-29") as emulator:
+        client = sdk_client(emulator.url, max_retries=0, _strict_response_validation=True)
+        batch = client.messages.batches.create(requests=requests)
+        expected = {r["custom_id"]: (canonical_sha256(r["params"]), r["params"]["model"]) for r in requests}
+        got = {}
+        for item in client.messages.batches.results(batch.id):
+            message = item.result.message
+            got[item.custom_id] = (field(message.content[0].text, "params-sha256"), message.model)
+            assert message.usage.cache_creation_input_tokens + message.usage.cache_read_input_tokens > 0
     assert got == expected
 
 

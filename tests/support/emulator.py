@@ -22,6 +22,7 @@ from typing import Any
 import anthropic
 
 STOP_TIMEOUT = 10.0
+API_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}  # for raw HTTP calls to the API
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, whatever the env
 
 
