@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tegbatchd.emulator.launcher import EmulatorProcess, EmulatorStartError
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PY = sys.executable
@@ -156,56 +158,21 @@ def tegbatchd(*args: str) -> list[str]:
     return [PY, "-m", "tegbatchd", *args]
 
 
-class Emulator:
-    """`tegbatchd emulator --port 0 ...` as a subprocess, and its /_emulator/ admin endpoints.
+Emulator = EmulatorProcess  # tegbatchd.emulator.launcher's: it imports no SDK, so this process stays small
 
-    Like tests/support/emulator.py, without importing the SDK: the benchmark process must stay small,
-    because a child's ru_maxrss starts from its parent's RSS at the fork.
-    """
 
-    def __init__(self, *args: str):
-        self.proc = subprocess.Popen([PY, "-m", "tegbatchd", "emulator", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
-            self.stop()
-            raise SystemExit(f"the emulator did not start: {self.url!r}")
-
-    def _admin(self, method: str, path: str, payload: dict | None = None) -> dict:
-        import urllib.request
-
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)
-
-    def stats(self) -> dict:
-        return self._admin("GET", "stats")
-
-    def reset_stats(self) -> dict:
-        return self._admin("POST", "reset-stats", {})
-
-    def advance(self, seconds: float) -> dict:
-        return self._admin("POST", "advance", {"seconds": seconds})
-
-    def finish(self, batch_id: str) -> dict:
-        return self._admin("POST", f"batches/{batch_id}/finish", {})
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
+def start_emulator(*args: str) -> Emulator:
+    """Start `tegbatchd emulator --port 0 *args` (the benchmark process must stay small, because a child's
+    ru_maxrss starts from its parent's RSS at the fork)."""
+    try:
+        return EmulatorProcess.start(*args, python=PY)
+    except EmulatorStartError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @contextmanager
 def emulator(*args: str):
-    emu = Emulator(*args)
+    emu = start_emulator(*args)
     try:
         yield emu
     finally:
@@ -241,7 +208,7 @@ def small_requests(path: Path, n: int, prefix: str = "r") -> Path:
     """n tiny, distinct requests (the answer size comes from the emulator's --answer-bytes)."""
     with path.open("w") as fh:
         for i in range(n):
-            params = {"model": "claude-sonnet-4-5", "max_tokens": 50,
+            params = {"model": "claude-sonnet-5-5", "max_tokens": 50,
                       "messages": [{"role": "user", "content": f"note {i}"}]}
             fh.write(json.dumps({"custom_id": f"{prefix}-{i:06d}", "params": params}, separators=(",", ":")) + "\n")
     return path

@@ -50,7 +50,7 @@ def build_store(root: Path, jobs: int, days: float) -> dict:
                          ["story_notes", "narrative"])
         for stage in store.stages(job_id):
             rows = [(f"TEG{j}_R{k}_{stage['name']}", str(data / "commentary" / f"TEG{j}_R{k}_{stage['seq']}.md"),
-                     "claude-sonnet-4-5", 4000) for k in range(REQUESTS_PER_BATCH)]
+                     "claude-sonnet-5-5", 4000) for k in range(REQUESTS_PER_BATCH)]
             intent = store.record_stage(stage["id"], [PlannedIntent(str(root / "archive.jsonl"), 800_000, rows)], [])[0]
             batch_id = f"msgbatch_bench{j:04d}s{stage['seq']}"
             ended = not (running and stage["seq"] == 1)

@@ -31,6 +31,7 @@ from _common import (
 )
 
 BASELINES = REPO / "benchmarks" / "baselines.py"
+CURRENT_MODEL = "claude-sonnet-5-5"
 
 
 def narrative_requests(path, n: int):
@@ -40,6 +41,7 @@ def narrative_requests(path, n: int):
         for i in range(n):
             req = json.loads(json.dumps(base[i % len(base)]))
             req["custom_id"] = f"{req['custom_id']}_v{i // len(base):04d}"[:64]
+            req["params"]["model"] = CURRENT_MODEL  # the recorded claude-sonnet-4-5 is retired
             message = req["params"]["messages"][-1]
             message["content"] = f"[variant {i}]\n{message['content']}"
             fh.write(json.dumps(req) + "\n")

@@ -46,6 +46,19 @@ def _number(lo=None, hi=None, *, integer=False, lo_open=False, hi_open=False):
     return check
 
 
+def _opt_day(v):
+    """A YYYY-MM-DD day (YAML may read it as a date already), or null."""
+    import datetime
+
+    if v is None or (isinstance(v, datetime.date) and not isinstance(v, datetime.datetime)):
+        return None
+    try:
+        datetime.date.fromisoformat(v)
+    except (TypeError, ValueError):
+        return "must be a date (YYYY-MM-DD)"
+    return None
+
+
 _PRICE = {"input": _number(0), "output": _number(0), "cache_write": _number(0), "cache_read": _number(0)}
 _STAGE = {"model": _str, "max_tokens": _number(1, 128_000, integer=True)}
 
@@ -69,6 +82,7 @@ SCHEMA: dict[str, Any] = {
     "stages": {name: _STAGE for name in STAGE_NAMES},
     "prompts_dir": _opt_str,
     "prices": MapOf(_PRICE),
+    "prices_as_of": _opt_day,
     "batch_discount": _number(0, 1, hi_open=True),
     "batch_limits": {
         "max_requests": _number(1, API_MAX_REQUESTS, integer=True),

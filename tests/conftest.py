@@ -201,7 +201,7 @@ def write_requests(path: Path, n: int, *, prefix: str = "req", max_tokens: int =
     """A JSONL requests file of n small, distinct requests."""
     with path.open("w") as fh:
         for i in range(n):
-            params = {"model": "claude-sonnet-4-5", "max_tokens": max_tokens,
+            params = {"model": "claude-sonnet-5-5", "max_tokens": max_tokens,
                       "messages": [{"role": "user", "content": f"Write note {i} about hole {i % 18 + 1}."}],
                       **(extra or {})}
             fh.write(json.dumps({"custom_id": f"{prefix}-{i:05d}", "params": params}) + "\n")

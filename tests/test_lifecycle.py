@@ -49,7 +49,8 @@ def test_submit_exit_poll_writes_every_answer_to_its_own_file(api_cli, tmp_path,
 
 
 def test_sixty_real_requests_submitted_and_retrieved(api_cli, data_root):
-    cli, emu = api_cli("--process-seconds", "0")
+    # The recorded requests name claude-sonnet-4-5, retired on 2026-11-30: the emulator runs a day before.
+    cli, emu = api_cli("--process-seconds", "0", "--today", "2026-11-29")
     reqs = FIXTURES / "anthropic" / "requests-narrative-60.jsonl"
     sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()
     batch = sub["batch_ids"][0]
@@ -64,7 +65,13 @@ def test_sixty_real_requests_submitted_and_retrieved(api_cli, data_root):
 def test_real_results_file_replayed_and_written(api_cli, tmp_path, data_root):
     fixture = FIXTURES / "anthropic" / "results-satire-7.jsonl"
     lines = [json.loads(line) for line in fixture.read_text().splitlines() if line.strip()]
-    cli, emu = api_cli("--process-seconds", "0", "--replay-results", str(fixture))
+    # Recorded with claude-sonnet-4-5 (retired 2026-11-30, gone from the shipped prices): replayed as of the
+    # day before, with the user's own price for it, as someone pricing an old batch would set.
+    cli, emu = api_cli("--process-seconds", "0", "--today", "2026-11-29", "--replay-results", str(fixture))
+    config = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("prices:\n  claude-sonnet-4-5:\n    input: 3.0\n    output: 15.0\n"
+                      "    cache_write: 3.75\n    cache_read: 0.30\n")
     reqs = tmp_path / "satire.jsonl"
     reqs.write_text("".join(json.dumps({"custom_id": r["custom_id"], "params": {
         "model": "claude-sonnet-4-5", "max_tokens": 4000, "messages": [{"role": "user", "content": "x"}]}}) + "\n"

@@ -59,7 +59,7 @@ def test_installed_emulator_serves_the_sdk(fresh_venv, tmp_path):
         assert url.startswith("http://127.0.0.1:")
         client = anthropic.Anthropic(api_key="k", base_url=url, max_retries=0)
         created = client.messages.batches.create(requests=[{"custom_id": "a", "params": {
-            "model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}}])
+            "model": "claude-sonnet-5-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}}])
         assert created.id in [b.id for b in client.messages.batches.list()]
         assert client.messages.batches.retrieve(created.id).processing_status == "ended"
         results = list(client.messages.batches.results(created.id))

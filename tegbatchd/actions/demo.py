@@ -8,7 +8,6 @@ state (never the person's real one) and leaves nothing running.
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,24 +20,14 @@ DEMO_KEY = "demo-key-for-the-local-emulator"
 TIMEOUT = 120.0
 
 
-class _Emulator:
-    def __init__(self, process_seconds: float):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tegbatchd", "emulator", "--port", "0", "--process-seconds", str(process_seconds)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.url = (self.proc.stdout.readline() or "").strip()
-        if not self.url.startswith("http://"):
-            self.stop()
-            raise UserError("the local emulator did not start", next_step="run `tegbatchd emulator` to see why")
+def _start_emulator(process_seconds: float):
+    """The local emulator on a free port (tegbatchd.emulator.launcher), its stderr silenced."""
+    from tegbatchd.emulator.launcher import EmulatorProcess, EmulatorStartError
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    try:
+        return EmulatorProcess.start("--process-seconds", str(process_seconds), stderr=subprocess.DEVNULL)
+    except EmulatorStartError:
+        raise UserError("the local emulator did not start", next_step="run `tegbatchd emulator` to see why") from None
 
 
 def cmd_demo(args, ctx) -> int:
@@ -52,7 +41,7 @@ def cmd_demo(args, ctx) -> int:
     folder = Path(tempfile.mkdtemp(prefix="tegbatchd-demo-"))
     data_root = Path(args.data_dir).resolve() if args.data_dir else folder / "data"
     home = folder / "home"
-    emulator = _Emulator(args.process_seconds)
+    emulator = _start_emulator(args.process_seconds)
     demo = Context(paths=Paths(home / "state", home / "config", home / "logs"), data_dir_arg=str(data_root),
                    api_env={"ANTHROPIC_BASE_URL": emulator.url, "ANTHROPIC_API_KEY": DEMO_KEY})
     demo.json_output = bool(args.json)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.conftest import FIXTURES, write_requests
 from tests.reliability.support import TEMPLATE, assert_delivered, db_dump, query, tree
 
-GOOD = '{"custom_id": "%s", "params": {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}\n'  # noqa: E501
+GOOD = '{"custom_id": "%s", "params": {"model": "claude-sonnet-5-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}\n'  # noqa: E501
 
 CONFIGS = [
     ("malformed YAML", "poll_interval_minutes: [5\nstages: {\n", ["poll", "--once"], "malformed YAML"),
@@ -116,7 +116,7 @@ def test_bad_input_is_refused_and_changes_nothing(api_cli, tmp_path, data_root, 
 
 def _results_line(cid: str, text: str, *, crlf: bool = False) -> bytes:
     line = {"custom_id": cid, "result": {"type": "succeeded", "message": {
-        "id": f"msg_{cid}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "id": f"msg_{cid}", "type": "message", "role": "assistant", "model": "claude-sonnet-5-5",
         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": 10, "output_tokens": 20}}}}
     return json.dumps(line).encode() + (b"\r\n" if crlf else b"\n")
