@@ -66,6 +66,7 @@ def test_show_prints_effective_config_without_the_key(cli, _isolated_home):
     ("stages:\n  narrative:\n    max_tokens: 2.5\n", "stages.narrative.max_tokens: must be a whole number"),
     ("stages:\n  poem:\n    model: x\n", "stages.poem: unknown key"),
     ("prices:\n  m:\n    input: -1\n", "prices.m.input: must be at least 0"),
+    ("prices_as_of: soon\n", "prices_as_of: must be a date (YYYY-MM-DD)"),
     ("batch_discount: 1\n", "batch_discount: must be less than 1"),
     ("batch_limits:\n  max_requests: 100001\n", "batch_limits.max_requests: must be at most 100000"),
     ("batch_limits:\n  max_bytes: 300000000\n", "batch_limits.max_bytes: must be at most 256000000"),
@@ -87,3 +88,25 @@ def test_all_problems_are_reported_at_once(cli, tmp_path, _isolated_home):
     assert "3 problem(s)" in result.err
     for key in ("colour", "poll_interval_minutes", "now.concurrency"):
         assert f"{bad}: {key}:" in result.err
+
+
+def test_shipped_default_names_only_current_models_of_the_installed_sdk():
+    """Every model the default config names (stages and prices) is in the SDK's own Model list and not in its
+    deprecation data: a retired default would make every submission fail."""
+    import datetime
+    import typing
+
+    import yaml
+    from anthropic._data import DEPRECATED_MODELS
+    from anthropic.types import Model
+
+    from tegbatchd.config import default_text
+
+    (literal, _) = typing.get_args(Model)
+    current = set(typing.get_args(literal))
+    default = yaml.safe_load(default_text())
+    named = {stage["model"] for stage in default["stages"].values()} | set(default["prices"])
+    assert named <= current, f"not in the SDK's model list: {sorted(named - current)}"
+    assert not named & set(DEPRECATED_MODELS), f"deprecated: {sorted(named & set(DEPRECATED_MODELS))}"
+    taken = datetime.date.fromisoformat(str(default["prices_as_of"]))
+    assert taken <= datetime.date.today()

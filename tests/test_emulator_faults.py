@@ -75,7 +75,7 @@ def test_error_and_expire_rates_are_seeded_per_batch_and_custom_id():
         assert again == runs[first]
         assert runs[first] != runs[second]  # a resubmission in a new batch gets fresh chances
 
-        records = [summarize_request(r["custom_id"], r["params"], set()) for r in sent]
+        records = [summarize_request(r["custom_id"], r["params"], None) for r in sent]
         for batch_id, outcomes in runs.items():
             codes = decide_outcomes(batch_id, records, NORMAL, opts)
             expected = {"s": "succeeded", "x": "expired"}
@@ -130,3 +130,57 @@ def test_body_over_the_size_limit_is_413_through_the_sdk():
         assert caught.value.body["error"]["type"] == "request_too_large"
         assert emulator.stats()["calls"]["create"] == 1  # 413 is not retried
         assert client.messages.batches.create(requests=requests(2)).request_counts.processing == 2
+
+
+def test_a_new_batch_is_404_on_retrieve_and_missing_from_list_for_a_while():
+    with running_emulator("--process-seconds", "3600", "--retrieve-404-seconds", "30",
+                          "--list-lag-seconds", "60") as emulator:
+        client = sdk_client(emulator.url, max_retries=0)
+        old = client.messages.batches.create(requests=requests(1)).id
+        emulator.advance(120)
+        new = client.messages.batches.create(requests=requests(2)).id
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.batches.retrieve(new)
+        assert [b.id for b in client.messages.batches.list()] == [old]
+        emulator.advance(31)
+        assert client.messages.batches.retrieve(new).request_counts.processing == 2
+        assert [b.id for b in client.messages.batches.list()] == [old]  # the list still lags
+        emulator.advance(30)
+        assert [b.id for b in client.messages.batches.list()] == [new, old]
+        assert emulator.stats()["faults_injected"] == 1
+
+
+CREDIT = ("Your credit balance is too low to access the Anthropic API. "
+          "Please go to Plans & Billing to upgrade or purchase credits.")
+
+
+def test_credit_exhausted_errors_every_request_of_a_batch_and_every_message():
+    with running_emulator("--process-seconds", "0", "--credit-exhausted") as emulator:
+        client = sdk_client(emulator.url, max_retries=0, _strict_response_validation=True)
+        batch = client.messages.batches.create(requests=requests(4))  # the create itself is accepted
+        assert client.messages.batches.retrieve(batch.id).request_counts.errored == 4
+        for line in client.messages.batches.results(batch.id):
+            assert line.result.type == "errored"
+            assert line.result.error.error.type == "invalid_request_error"
+            assert line.result.error.error.message == CREDIT
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            client.messages.create(**params(0))
+        assert caught.value.body["error"]["message"] == CREDIT
+
+
+@pytest.mark.parametrize("kind, status, error_type, error_code, exception", [
+    ("workspace", 400, "invalid_request_error", None, anthropic.BadRequestError),
+    ("tier", 429, "rate_limit_error", "enforced_spend_limit_reached", anthropic.RateLimitError),
+])
+def test_spend_limit_refuses_creates_without_retry_after(kind, status, error_type, error_code, exception):
+    with running_emulator("--process-seconds", "0", "--spend-limit", kind) as emulator:
+        client = sdk_client(emulator.url, max_retries=0)
+        with pytest.raises(exception) as caught:
+            client.messages.batches.create(requests=requests(1))
+        error = caught.value
+        assert error.status_code == status and error.type == error_type and error.error_code == error_code
+        assert "retry-after" not in error.response.headers and "retry-after-ms" not in error.response.headers
+        if kind == "tier":
+            assert type(error).__name__ == "EnforcedSpendLimitReachedError"
+        assert emulator.stats()["batches_created"] == 0
+        assert client.messages.batches.list().data == []
