@@ -18,7 +18,7 @@ from tegbatchd.store import Store
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 ROUNDS = "commentary/round_reports"
-SMALL_STAGES = {name: {"max_tokens": 16} for name in ("story_notes", "narrative")}
+SMALL_STAGES = {name: {"max_tokens": 400} for name in ("story_notes", "narrative")}  # answers fit
 
 
 def _setup(cli, data_root: Path, **now) -> None:
@@ -128,7 +128,7 @@ def test_definite_refusal_fails_only_that_request(cli, api_cli, data_root):
     sizes = {r.custom_id: len(json.dumps(r.params).encode()) for r in _first_stage(cli, data_root, "--teg", "1")}
     largest, second = sorted(sizes.values())[-2:][::-1]
     refused = max(sizes, key=sizes.get)
-    cli, emu = api_cli("--max-body-bytes", str((largest + second) // 2))  # 413 for the largest body only
+    cli, emu = api_cli("--max-messages-body-bytes", str((largest + second) // 2))  # 413 for the largest only
     run = cli("submit", "round-reports", "--teg", "1", "--now")
     assert run.code == 1
     assert f"  ✗ {refused}: request_too_large" in run.out
