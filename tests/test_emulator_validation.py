@@ -158,3 +158,20 @@ def test_the_products_teg_requests_pass_for_every_stage(client):
     for result in results.values():
         assert result.message.stop_reason == "end_turn"
         assert result.message.usage.cache_creation_input_tokens > 0
+
+
+def test_the_emulator_shares_no_code_with_the_product():
+    """Its checks must stay a second, independent reading of the API: only tegbatchd.errors is shared."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "tegbatchd" / "emulator"
+    imported = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    product = {name for name in imported if name.startswith("tegbatchd") and not name.startswith("tegbatchd.emulator")}
+    assert product == {"tegbatchd.errors"}

@@ -28,7 +28,7 @@ FAULTS = (
 
 
 # --spend-limit: a limit the workspace set (400), or the tier's monthly spend cap (429 with an error code
-# and no retry-after): docs/api-facts-2026-12.md, "Billing".
+# and no retry-after): the project doc api-facts-2026-12.md, "Billing".
 SPEND_LIMITS = {
     "workspace": Fault(400, "invalid_request_error",
                        "You have reached your specified workspace API usage limits. You will regain access "
