@@ -18,7 +18,7 @@ KEY = "sk-ant-test-api-boundary"
 
 
 def _body(n: int, prefix: str = "r") -> bytes:
-    requests = [{"custom_id": f"{prefix}-{i}", "params": {"model": "claude-sonnet-4-5", "max_tokens": 20,
+    requests = [{"custom_id": f"{prefix}-{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 20,
                  "messages": [{"role": "user", "content": f"note {i}"}]}} for i in range(n)]
     return json.dumps({"requests": requests}).encode()
 
