@@ -94,7 +94,7 @@ def build_big_store(root: Path, n: int) -> dict:
     from tegbatchd.store import PlannedIntent
 
     planned = [PlannedIntent(str(root / "archive.jsonl"), 800_000,
-                             [(f"r{part}-{k:06d}", str(data / "out" / f"r{part}-{k:06d}.md"), "claude-sonnet-4-5", 400)
+                             [(f"r{part}-{k:06d}", str(data / "out" / f"r{part}-{k:06d}.md"), "claude-sonnet-5-5", 400)
                               for k in range(half)]) for part in range(2)]
     for part, intent in enumerate(store.record_stage(stage["id"], planned, [])):
         ended = part == 0
