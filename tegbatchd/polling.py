@@ -148,7 +148,7 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
 
     try:
         blocked: list[tuple[str, str]] = []
-        report.changes += reconcile(ctx, get_client(), blocked) if store.open_intents() else []
+        report.changes += reconcile(ctx, get_client(), blocked) if store.open_intents(moving_only=True) else []
         for job_id, reason in blocked:
             job = store.get_job(job_id)
             if job and job["state"] == JobState.ACTIVE:
@@ -211,7 +211,7 @@ def _anything_due(ctx, pending: list[dict], now: datetime) -> bool:
     from tegbatchd.engine.loop import load_view
 
     store, config = ctx.store, ctx.config
-    if store.open_intents():
+    if store.open_intents(moving_only=True):
         return True
     for job in store.active_jobs():
         if not isinstance(next_step(load_view(ctx, job)), Wait | Idle):

@@ -496,9 +496,14 @@ class Store:
     def get_intent(self, intent_id: int) -> dict | None:
         return self._one("SELECT * FROM intents WHERE id=?", (intent_id,))
 
-    def open_intents(self, job_id: str | None = None) -> list[dict]:
-        sql = "SELECT i.*, s.job_id FROM intents i JOIN stages s ON s.id=i.stage_id WHERE i.state=?"
+    def open_intents(self, job_id: str | None = None, *, moving_only: bool = False) -> list[dict]:
+        """Open intents (all, or a job's); moving_only leaves out those of jobs that wait for the person."""
+        sql = ("SELECT i.*, s.job_id FROM intents i JOIN stages s ON s.id=i.stage_id JOIN jobs j ON j.id=s.job_id "
+               "WHERE i.state=?")
         args: list[Any] = [IntentState.OPEN]
+        if moving_only:
+            sql += " AND j.state NOT IN (?,?)"
+            args += [JobState.BLOCKED, JobState.CANCELED]
         if job_id is not None:
             sql += " AND s.job_id=?"
             args.append(job_id)

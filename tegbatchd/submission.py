@@ -264,7 +264,7 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
     now. Returns messages; (job id, reason) of creates refused for billing are added to `blocked`."""
     messages: list[str] = []
     blocked = blocked if blocked is not None else []
-    for intent in ctx.store.open_intents() if intents is None else intents:
+    for intent in ctx.store.open_intents(moving_only=True) if intents is None else intents:
         with file_lock(ctx.paths.lock_dir / f"intent-{intent['id']}.lock", wait=0) as mine:
             if not mine:
                 continue  # another process is creating it right now

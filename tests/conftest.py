@@ -197,7 +197,7 @@ def api_cli(cli, emulator):
         cm.__exit__(None, None, None)
 
 
-def write_requests(path: Path, n: int, *, prefix: str = "req", max_tokens: int = 50, extra: dict | None = None) -> Path:
+def write_requests(path: Path, n: int, *, prefix: str = "req", max_tokens: int = 1000, extra: dict | None = None) -> Path:
     """A JSONL requests file of n small, distinct requests."""
     with path.open("w") as fh:
         for i in range(n):

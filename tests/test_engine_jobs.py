@@ -215,27 +215,39 @@ def test_a_requests_job_killed_before_its_stage_was_recorded_is_rebuilt(api_cli,
     assert {p.stem for p in (data_root / "commentary" / "misc").glob("*.md")} == params
 
 
-def test_an_open_intent_whose_archive_was_deleted_fails_its_requests_without_a_crash(cli, tmp_path, data_root):
-    """Point 2: an open intent that can never be sent (its archive is gone) becomes failures, not a crash."""
+def test_an_open_intent_whose_archive_was_deleted_fails_its_requests_without_a_crash(api_cli, tmp_path, data_root):
+    """Point 2: an open intent that can never be sent (its archive is gone) becomes failures, not a crash
+    at every poll (as a submit killed between recording and creating leaves it, then the archive lost)."""
+    from tegbatchd.store import PlannedIntent
+
+    cli, emu = api_cli("--process-seconds", "0")
+    store = _store()
+    store.create_job("job_lost", "requests", "requests from r.jsonl", {"source": "gone", "output": "x/{custom_id}"},
+                     str(data_root.resolve()), ["requests"])
+    stage = store.stages("job_lost")[0]
+    archive = tmp_path / "never-written.jsonl"
+    store.record_stage(stage["id"], [PlannedIntent(str(archive), 10, [("a", str(data_root / "x" / "a"), "m", 5),
+                                                                      ("b", str(data_root / "x" / "b"), "m", 5)])], [])
+    polled = cli("poll", "--once")
+    assert polled.code == 0 and "Traceback" not in polled.out + polled.err
+    job = _poll_until_settled(cli, 2)
+    assert job["state"] == "failed" and {f["reason"] for f in job["failures"]} == {"archive_missing"}
+    assert emu.stats()["calls"]["create"] == 0
+
+
+def test_a_submit_to_an_unreachable_api_records_nothing_and_says_so(cli, tmp_path, data_root):
+    """Truthful submit: nothing reached the API, so nothing is recorded and nobody is told to close the
+    laptop (the models are asked before anything is recorded)."""
     import socket
 
-    with socket.socket() as s:   # a port nothing listens on: the create gets no answer
+    with socket.socket() as s:   # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     offline = _bound(cli, f"http://127.0.0.1:{port}")
     sub = offline("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output",
-                  "commentary/misc/{custom_id}.md", "--json")
-    assert sub.code == 6 and sub.json()["confirmed"] is False   # recorded, not confirmed: and it says so
-    assert "close your laptop" not in offline("list").out
-    (intent,) = _store().open_intents()
-    Path(intent["archive"]).unlink()
-    with running_emulator("--port", str(port), "--process-seconds", "0") as emu:
-        bound = _bound(cli, emu.url)
-        polled = bound("poll", "--once")
-        assert polled.code == 0 and "Traceback" not in polled.out + polled.err
-        job = _poll_until_settled(bound, 2)
-        assert job["state"] == "failed" and {f["reason"] for f in job["failures"]} == {"archive_missing"}
-        assert emu.stats()["calls"]["create"] == 0
+                  "commentary/misc/{custom_id}.md")
+    assert sub.code == 4 and "unreachable" in sub.err and "close your laptop" not in sub.out
+    assert cli("list", "--json", check=True).json()["jobs"] == []
 
 
 def test_answers_cut_at_max_tokens_are_named_and_resent_with_more_room(api_cli, tmp_path, data_root):

@@ -146,8 +146,8 @@ def test_rejected_key_stops_with_one_line(api_cli, data_root):
     assert run.err.strip().splitlines() == [
         "error: the API key was rejected — check ANTHROPIC_API_KEY or your api_key_file; nothing more was sent"]
     assert not (data_root / "commentary").exists()
-    assert emu.stats()["calls"]["messages"] <= 4  # the requests already in flight, nothing after
-    assert _job(cli)["state"] == "failed"
+    assert emu.stats()["calls"]["messages"] == 0  # refused by the preflight's models lookup: nothing sent
+    assert cli("list", "--json", check=True).json()["jobs"] == []   # and nothing recorded
 
 
 def test_killed_run_is_settled_and_rerun_reuses_written_notes(api_cli, data_root):

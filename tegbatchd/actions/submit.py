@@ -149,6 +149,13 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
         batch_ids, deferred = BatchSender(lambda: client).send(ctx, store.get_job(job_id), ids)
     except api_mod.AuthRejected:
         raise _key_rejected(ctx, job_id) from None
+    except api_mod.BillingError as exc:  # the job waits for the person: no create is retried by itself
+        from tegbatchd.engine import outcome
+
+        outcome.block(ctx, store.get_job(job_id), str(exc), kind="billing",
+                      next_step=f"top up, then tegbatchd retry {job_id}")
+        raise UserError(f"{exc}; the job is recorded and waits", next_step=f"top up your Anthropic balance or "
+                        f"limit, then `tegbatchd retry {job_id}`") from None
     report = _report(ctx, job_id, title, batch_ids, deferred, client)
     report.notes = warnings
     return report

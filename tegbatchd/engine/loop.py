@@ -47,7 +47,7 @@ from tegbatchd.locks import file_lock
 
 log = logging.getLogger(__name__)
 
-CHECK_MODELS = False  # on once the emulator serves the Models API (its merge)
+CHECK_MODELS = True  # ask the Models API before building (cached a day); tests may turn it off
 
 # Errors that are about the API as a whole, not this job: the caller handles them for every job at once.
 API_WIDE = (api_mod.AuthRejected, api_mod.NoApiKey, api_mod.Unavailable)
