@@ -45,7 +45,7 @@ def recorded_cost(config, usage_rows: list[dict], *, batch: bool = True) -> Cost
     return total
 
 
-def estimate(config, items: list[tuple[str | None, int, int]]) -> Cost:
+def estimate(config, items: list[tuple[str | None, float, int | None]]) -> Cost:
     """Upper-bound estimate for (model, params_bytes, max_tokens) items: input from size, output = max_tokens."""
     total = Cost()
     per_model: dict[str | None, list[int]] = {}

@@ -48,6 +48,11 @@ def _parse(ts: str | None) -> datetime | None:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
 
 
+def _when(ts: str) -> datetime:
+    """A timestamp the store always has (created_at)."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
 def make_client(ctx):
     """The API client for this context (key and base URL resolved now: ctx.api_env, else the environment)."""
     api_env = ctx.api_env or {}
@@ -71,7 +76,7 @@ def refresh_pending(ctx, client, pending: list[dict], now: datetime) -> list[str
     waiting = {b["id"]: b for b in pending if b["api_status"] != "ended"}
     if not waiting:
         return []
-    oldest = min(_parse(b["created_at"]) for b in waiting.values())
+    oldest = min(_when(b["created_at"]) for b in waiting.values())
     changes = []
     seen = set()
     after = None
@@ -81,7 +86,7 @@ def refresh_pending(ctx, client, pending: list[dict], now: datetime) -> list[str
             if info["id"] in waiting:
                 seen.add(info["id"])
                 changes += _apply(store, waiting[info["id"]], info, now, ctx.config)
-        if not page or not has_more or not after or _parse(page[-1]["created_at"]) < oldest:
+        if not page or not has_more or not after or _when(page[-1]["created_at"]) < oldest:
             break
     for batch_id in set(waiting) - seen:
         try:
@@ -220,7 +225,7 @@ def _anything_due(ctx, pending: list[dict], now: datetime) -> bool:
     for batch in pending:
         if batch["api_status"] == "ended":
             return True
-        due = _parse(batch["next_poll_at"]) if batch["next_poll_at"] else _parse(batch["created_at"]) + interval
+        due = _when(batch["next_poll_at"]) if batch["next_poll_at"] else _when(batch["created_at"]) + interval
         if due <= now:
             return True
     return not pending

@@ -33,7 +33,7 @@ def _start_emulator(process_seconds: float):
 def cmd_demo(args, ctx) -> int:
     from argparse import Namespace
 
-    from tegbatchd.actions.submit import submit_teg
+    from tegbatchd.actions.submit import SubmitReport, submit_teg
     from tegbatchd.engine.outcome import summarize
     from tegbatchd.polling import poll_once
     from tegbatchd.teg.sample import write_sample
@@ -57,6 +57,7 @@ def cmd_demo(args, ctx) -> int:
         flags = Namespace(teg="1-3", round="1-4", story_notes_only=False, reports_only=False, force=False,
                           scores=None, rounds=None, dry_run=False, again=False, now=False)
         submitted = submit_teg(demo, "round-reports", flags)
+        assert isinstance(submitted, SubmitReport)  # neither --dry-run nor --now
         say(f"SUBMITTED — {submitted.title}: job {submitted.job_id}, {submitted.requests} requests in batch "
             f"{', '.join(submitted.batch_ids)}")
         job = demo.store.list_jobs()[0]

@@ -74,7 +74,8 @@ def spec_from_args(kind: str, args, data_root: Path, config, *, busy: dict[str, 
             prompts.load_prompt(name, config, data_root)
     if spec["reports_only"]:
         missing = missing_story_notes(spec, data_root)
-        writers = sorted({(busy or {}).get(str(data_root / rel)) for rel in missing} - {None})
+        claims = busy or {}
+        writers = sorted({claims[str(data_root / rel)] for rel in missing if str(data_root / rel) in claims})
         if writers:
             raise InputError(f"the story notes these reports need are still being written by job {writers[0]}",
                              next_step="wait for it: it goes on by itself (`tegbatchd list` shows how far it is)")
