@@ -28,6 +28,7 @@ KEYRING_USER = "anthropic"
 TRANSIENT_ERROR_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 MAX_KEY_CHARS = 512
+_AUTHORITY = re.compile(r"^(?:[^@/?#\[\]]*@)?(?:\[[0-9A-Fa-f:.]+(?:%[^\]]+)?\]|[^@/?#\[\]:]+)(?::[0-9]{1,5})?$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
 
 
@@ -163,6 +164,8 @@ def endpoint_problem(url: str) -> str | None:
         return f"cannot be parsed ({exc})"
     if parts.scheme not in ("http", "https"):
         return "must start with http:// or https://"
+    if not _AUTHORITY.match(parts.netloc):
+        return "cannot be parsed (give scheme://host[:port][/path])"
     host = parts.hostname or ""
     if not host:
         return "names no host"

@@ -108,9 +108,10 @@ def _parse_line(raw: bytes) -> tuple[object, str | None]:
         return None, "nested too deep"
 
 
-def _lines(fh, limit: int = MAX_LINE_BYTES):
-    """(number, bytes) per line, reading at most `limit` bytes of any one line: a longer line is
+def _lines(fh):
+    """(number, bytes) per line, reading at most MAX_LINE_BYTES of any one line: a longer line is
     yielded as None (and skipped to its end), so a file with no newline never fills memory."""
+    limit = MAX_LINE_BYTES
     number = 0
     while True:
         raw = fh.readline(limit + 1)
