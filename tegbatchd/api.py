@@ -164,11 +164,11 @@ def endpoint_problem(url: str) -> str | None:
         return f"cannot be parsed ({exc})"
     if parts.scheme not in ("http", "https"):
         return "must start with http:// or https://"
-    if not _AUTHORITY.match(parts.netloc):
-        return "cannot be parsed (give scheme://host[:port][/path])"
     host = parts.hostname or ""
     if not host:
         return "names no host"
+    if not _AUTHORITY.match(parts.netloc):
+        return "cannot be parsed (give scheme://host[:port][/path])"
     if port == 0:
         return "has port 0"
     if parts.fragment or url.endswith("#"):

@@ -34,8 +34,8 @@ MAX_LISTED_ERRORS = 12
 MAX_KEPT_PROBLEMS = 1000          # past this, problems are counted, not kept
 MAX_LINE_BYTES = 256_000_000      # the API's limit for a whole batch: no one request can be bigger
 MAX_JSON_DEPTH = 64               # a Messages request is ~8 deep; json and the SDK recurse per level
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_BRACKET = re.compile(rb"[\[\]{}]")
+_PAIRS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 @dataclass
@@ -76,16 +76,23 @@ def _shown(value) -> str:
 
 
 def _too_deep(raw: bytes) -> bool:
-    """True when the JSON text nests arrays/objects more than MAX_JSON_DEPTH deep (strings ignored).
-    Checked before json.loads, which recurses once per level."""
+    """True when the JSON text nests arrays/objects more than MAX_JSON_DEPTH deep (brackets in strings
+    ignored). Checked before json.loads, which recurses once per level. In C-speed passes: each pass
+    drops every innermost pair, so the passes needed are the nesting height."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
         return False
-    depth = 0
-    for match in _BRACKET.finditer(_JSON_STRING.sub(b'""', raw)):
-        depth += 1 if match.group() in b"[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            return True
-    return False
+    # Outside strings: drop escaped backslashes, then escaped quotes; what is left between the remaining
+    # quotes is string content (valid JSON has no backslash outside a string).
+    plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(plain.split(b'"')[::2]).translate(_PAIRS, _NOT_BRACKETS)
+    for passes in range(MAX_JSON_DEPTH + 1):
+        inner = brackets.replace(b"()", b"")
+        if not inner:
+            return False
+        if inner == brackets:  # unbalanced (malformed): what is left open adds to the height
+            return passes + inner.count(b"(") > MAX_JSON_DEPTH
+        brackets = inner
+    return True
 
 
 def _refuse_constant(name: str):

@@ -754,3 +754,39 @@ def test_every_accepted_base_url_is_one_the_sdk_can_use():
             assert client.base_url.scheme in ("http", "https") and client.base_url.host, url
 
     check()
+
+
+def test_nesting_depth_is_measured_outside_strings():
+    """Property: the raw-bytes depth check agrees with the real depth of any JSON value, whatever its
+    strings hold (brackets, quotes, backslashes), so a request is refused exactly when it nests deeper
+    than MAX_JSON_DEPTH and never because of what its text says."""
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tegbatchd.submission import MAX_JSON_DEPTH, _too_deep
+
+    text = st.text(alphabet='[]{}"\\/ab\n\u00e9', max_size=12)
+
+    def nest(value, depth: int, kinds: str):
+        for kind in kinds[:depth]:
+            value = [value, "]"] if kind == "l" else {"k\\\"[": value}
+        return value
+
+    def depth(value) -> int:
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        if isinstance(value, dict):
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        return 0
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(text, max_size=4), st.integers(0, MAX_JSON_DEPTH + 3), st.text(alphabet="ld", min_size=70,
+                                                                                      max_size=70))
+    def check(strings, levels, kinds):
+        value = nest(strings or "x", levels, kinds)
+        raw = json.dumps(value, ensure_ascii=False).encode()
+        assert _too_deep(raw) == (depth(value) > MAX_JSON_DEPTH), raw[:200]
+
+    check()
