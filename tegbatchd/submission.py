@@ -87,8 +87,8 @@ def _too_deep(raw: bytes) -> bool:
     brackets = b"".join(plain.split(b'"')[::2]).translate(_PAIRS, _NOT_BRACKETS)
     for passes in range(MAX_JSON_DEPTH + 1):
         inner = brackets.replace(b"()", b"")
-        if not inner:
-            return False
+        if not inner:  # the height was passes + 1
+            return passes + 1 > MAX_JSON_DEPTH
         if inner == brackets:  # unbalanced (malformed): what is left open adds to the height
             return passes + inner.count(b"(") > MAX_JSON_DEPTH
         brackets = inner

@@ -152,7 +152,7 @@ JSONL = [
      "line 1: holds a lone surrogate"),
     ("lone low surrogate in custom_id", '{"custom_id": "\\udc00", "params": {}}\n', "must be 1-64"),
     ("JSON nested 100k deep", DEEP + "\n", "line 1: not valid JSON (nested more than 64 levels deep)"),
-    ("params nested 65 deep", _line('{"model": "m", "max_tokens": 5, "messages": ' + "[" * 65 + "]" * 65 + "}"),
+    ("line nested 65 deep", _line('{"model": "m", "max_tokens": 5, "messages": ' + "[" * 63 + "]" * 63 + "}"),
      "nested more than 64 levels deep"),
     ("deep nesting inside a string is fine, bad elsewhere",
      _line('{"model": "' + "[" * 500 + '", "max_tokens": 0, "messages": [1]}'), "params.max_tokens must be"),
@@ -450,6 +450,9 @@ ENV = [
          env={"TEGBATCHD_DATA_DIR": "{in}/f"}),
     Case("--data-dir symlink loop", ["paths", "--data-dir", "{in}/l1"], "--data-dir",
          files={"l1": ("LINK", "{in}/l2"), "l2": ("LINK", "{in}/l1")}),
+    Case("demo --data-dir symlink loop", ["demo", "--data-dir", "{in}/l1"], "--data-dir '",
+         files={"l1": ("LINK", "{in}/l2"), "l2": ("LINK", "{in}/l1")}),
+    Case("demo --data-dir a file", ["demo", "--data-dir", "{in}/f"], "is a file, not a folder", files={"f": "x"}),
     Case("config data_root symlink loop", ["paths"], "data_root in the config", config="data_root: {in}/l1\n",
          env={"TEGBATCHD_DATA_DIR": ""}, files={"l1": ("LINK", "{in}/l2"), "l2": ("LINK", "{in}/l1")}),
 ]
@@ -711,8 +714,10 @@ def test_fine_edges_are_accepted(world):
     requests.write_bytes(b"\xef\xbb\xbf" + (GOOD_LINE % "a").replace("\n", "\r\n").encode()
                          + _line('{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "'
                                  + "[{" * 200 + '"}]}', "b").encode())
+    with requests.open("ab") as fh:  # nested exactly as deep as allowed: 64 levels
+        fh.write(_line('{"model": "m", "max_tokens": 5, "messages": ' + "[" * 62 + "]" * 62 + "}", "c").encode())
     result = run_main(req(str(requests), "--dry-run"))
-    assert result.code == 0 and "2 request(s) in 1 batch(es)" in result.out, result.err
+    assert result.code == 0 and "3 request(s) in 1 batch(es)" in result.out, result.err
     config = world["home"] / "config" / "config.yaml"
     config.write_text("stages:\n  story_notes: &s {model: claude-sonnet-4-5, max_tokens: 900}\n"
                       "  narrative:\n    <<: *s\n    max_tokens: 1200\n"
