@@ -343,7 +343,7 @@ def load_config(path: Path | None) -> Config:
 
     Raise ConfigError listing every problem (file and key path) when the file is invalid.
     """
-    base = yaml.safe_load(default_text())
+    base = load_yaml(default_text())
     if path is None or not (path.exists() or path.is_symlink()):  # a broken or looping link is reported
         return Config(base, None)
     user = _read_yaml(path)
