@@ -6,14 +6,17 @@ results through the SDK's streaming response line by line (its default decoder i
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tegbatchd.backoff import backoff
 from tegbatchd.errors import UserError
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 KEYRING_SERVICE = "tegbatchd"
 KEYRING_USER = "anthropic"
 TRANSIENT_ERROR_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+MAX_KEY_CHARS = 512
+_AUTHORITY = re.compile(r"^(?:[^@/?#\[\]]*@)?(?:\[[0-9A-Fa-f:.]+(?:%[^\]]+)?\]|[^@/?#\[\]:]+)(?::[0-9]{1,5})?$")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
 
 
 class ApiError(Exception):
@@ -62,42 +69,148 @@ class StreamCut(ApiError):
 
 
 class NoApiKey(UserError):
-    pass
+    """No usable client settings: no key found, or (subclasses, exit 2) a malformed key or base URL."""
+
+
+class BadApiKey(NoApiKey):
+    """The key found cannot be a key (whitespace or control characters inside, unreadable key file)."""
+
+    exit_code = 2
+
+
+class BadEndpoint(NoApiKey):
+    """ANTHROPIC_BASE_URL (or api.base_url in the config) cannot be parsed as an http(s) base URL."""
+
+    exit_code = 2
+
+
+def key_problem(key: str) -> str | None:
+    """Why a key (already stripped of outer whitespace) cannot be sent in a header, else None. Never
+    quotes the key."""
+    if len(key) > MAX_KEY_CHARS:
+        return f"is {len(key):,} characters long, not a key"
+    for position, char in enumerate(key, start=1):
+        if char.isspace():
+            name = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}.get(char, "a space")
+            return f"has {name} inside it (character {position})"
+        if not 32 < ord(char) < 127:
+            return f"has a control or non-ASCII character inside it (character {position})"
+    return None
+
+
+def _checked_key(key: str, source: str, next_step: str) -> str:
+    problem = key_problem(key)
+    if problem:
+        raise BadApiKey(f"the API key from {source} {problem}", next_step=next_step)
+    return key
+
+
+def _read_key_file(path: Path) -> str:
+    fix = "fix the path in your config or set ANTHROPIC_API_KEY"
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BadApiKey(f"api_key_file {path} is {'a folder' if stat.S_ISDIR(info.st_mode) else 'not a file'}",
+                            next_step=fix)
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UserError(f"api_key_file {path} is readable by group or others (mode {stat.S_IMODE(info.st_mode):o})",
+                            next_step=f"run `chmod 600 {path}`")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_KEY_CHARS + 64)
+    except OSError as exc:
+        raise UserError(f"api_key_file {path} cannot be read ({exc.strerror})", next_step=fix) from None
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadApiKey(f"api_key_file {path} is not UTF-8 text", next_step="write only the key in it") from None
 
 
 def resolve_api_key(api_key_file: str | None) -> str:
     """Return the API key: ANTHROPIC_API_KEY, else the config's api_key_file, else the OS keyring.
 
-    Raise UserError naming the three ways when there is none, or when the key file can be read by
-    group or others.
+    Raise NoApiKey naming the three ways when there is none; BadApiKey (exit 2) when the key found has
+    whitespace or control characters inside it, or the key file is a folder, too big or not UTF-8;
+    UserError when the key file can be read by group or others or cannot be read.
     """
     key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
     if key:
-        return key
+        return _checked_key(key, "ANTHROPIC_API_KEY", "set ANTHROPIC_API_KEY to the key alone")
     if api_key_file:
         path = Path(api_key_file).expanduser()
-        try:
-            mode = path.stat().st_mode
-        except OSError as exc:
-            raise UserError(f"api_key_file {path} cannot be read ({exc.strerror})",
-                            next_step="fix the path in your config or set ANTHROPIC_API_KEY") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise UserError(f"api_key_file {path} is readable by group or others (mode {stat.S_IMODE(mode):o})",
-                            next_step=f"run `chmod 600 {path}`")
-        key = path.read_text(encoding="utf-8").strip()
+        key = _read_key_file(path)
         if key:
-            return key
+            return _checked_key(key, f"api_key_file {path}", f"write only the key in {path}")
     try:
         import keyring  # optional
 
         key = (keyring.get_password(KEYRING_SERVICE, KEYRING_USER) or "").strip()
-        if key:
-            return key
     except Exception:  # noqa: BLE001 - keyring missing or no backend: not an error here
-        pass
+        key = ""
+    if key:
+        return _checked_key(key, "the OS keyring", f"store it again with `keyring set {KEYRING_SERVICE} {KEYRING_USER}`")
     raise NoApiKey("no Anthropic API key found",
                    next_step="set ANTHROPIC_API_KEY, or point api_key_file in your config at a 0600 file, "
                              f"or store it with `keyring set {KEYRING_SERVICE} {KEYRING_USER}`")
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why `url` cannot be the API's base URL (an http(s) URL with a valid host and port), else None."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "has whitespace or a control character in it"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"cannot be parsed ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    host = parts.hostname or ""
+    if not host:
+        return "names no host"
+    if not _AUTHORITY.match(parts.netloc):
+        return "cannot be parsed (give scheme://host[:port][/path])"
+    if port == 0:
+        return "has port 0"
+    if parts.fragment or url.endswith("#"):
+        return "has a #fragment"
+    if parts.netloc.rsplit("@", 1)[-1].startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            return f"has an invalid IPv6 address {host!r}"
+        return None
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "has a host name that is not valid"
+    if re.fullmatch(r"[0-9.]+", ascii_host):
+        try:
+            ipaddress.IPv4Address(ascii_host)
+        except ValueError:
+            return f"has an invalid IPv4 address {host!r}"
+        return None
+    labels = ascii_host[:-1].split(".") if ascii_host.endswith(".") else ascii_host.split(".")
+    if not all(len(label) <= 63 and _HOST_LABEL.match(label) for label in labels):
+        return f"has an invalid host name {host[:60]!r}"
+    return None
+
+
+def check_endpoint(config_value: str | None = None) -> str:
+    """Return the API base URL: ANTHROPIC_BASE_URL, else config api.base_url, else the real API.
+
+    Raise BadEndpoint (exit 2) naming where it came from when it cannot be parsed: call it before
+    anything is recorded, so a URL that could never be reached is refused at once.
+    """
+    for source, value in (("ANTHROPIC_BASE_URL", os.environ.get("ANTHROPIC_BASE_URL")),
+                          ("api.base_url in the config", config_value)):
+        if value:
+            problem = endpoint_problem(value)
+            if problem:
+                shown = value if len(value) <= 80 else value[:80] + "..."
+                raise BadEndpoint(f"{source} {shown!r} {problem}",
+                                  next_step=f"fix {source} (e.g. https://api.anthropic.com or http://127.0.0.1:8080)")
+            return value
+    return DEFAULT_BASE_URL
 
 
 def _iso(value: Any) -> str | None:
@@ -140,7 +253,8 @@ def _is_billing(exc: Exception, detail: str) -> bool:
 class BatchApi:
     """A thin client for the Message Batches API over the real SDK.
 
-    `base_url` defaults to ANTHROPIC_BASE_URL (how tests and the demo reach the emulator).
+    `base_url` defaults to check_endpoint(): ANTHROPIC_BASE_URL (how tests and the demo reach the
+    emulator), else the real API.
     """
 
     def __init__(self, api_key: str, base_url: str | None = None, *, max_retries: int = 2,
@@ -148,7 +262,7 @@ class BatchApi:
         import anthropic  # heavy: only when there is API work to do
 
         self._anthropic = anthropic
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or check_endpoint(),
                                           max_retries=max_retries, timeout=timeout)
         self.create_timeout = create_timeout
         self.calls = 0

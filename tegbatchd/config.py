@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,31 @@ from tegbatchd.resources import shipped
 STAGE_NAMES = ("story_notes", "narrative", "round_story", "synthesis", "main_report", "brief_summary", "satire")
 API_MAX_REQUESTS = 100_000
 API_MAX_BYTES = 256_000_000
+MAX_CONFIG_BYTES = 1_000_000   # a config file is a few KB; anything this big is the wrong file
+MAX_ALIASES = 100              # YAML alias uses per document (an "alias bomb" expands exponentially)
+MAX_NODES = 10_000             # YAML nodes once every alias is expanded
+MAX_DEPTH = 50                 # YAML nesting (the shipped file is 3 deep)
+MAX_INT_DIGITS = 100
+SHOWN_CHARS = 60               # how much of a bad value an error message shows
 
 
 # --- value checks: each returns None when fine, else a short description of the problem -------------
 def _str(v):
-    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+    if not isinstance(v, str) or not v.strip():
+        return "must be a non-empty string"
+    return "must not contain a NUL character" if "\x00" in v else None
 
 
 def _opt_str(v):
     return None if v is None else _str(v)
+
+
+def _opt_url(v):
+    if v is None:
+        return None
+    from tegbatchd.api import endpoint_problem
+
+    return _str(v) or endpoint_problem(v)
 
 
 def _bool(v):
@@ -75,7 +92,7 @@ SCHEMA: dict[str, Any] = {
     "scores_file": _opt_str,
     "rounds_file": _opt_str,
     "api_key_file": _opt_str,
-    "api": {"create_timeout_seconds": _number(0, 3600, lo_open=True)},
+    "api": {"create_timeout_seconds": _number(0, 3600, lo_open=True), "base_url": _opt_url},
     "poll_interval_minutes": _number(0, 24 * 60, lo_open=True),
     "max_poll_interval_minutes": _number(0, 24 * 60, lo_open=True),
     "notifications": {"enabled": _bool, "stage_submitted": _bool, "open_command": _opt_str},
@@ -100,13 +117,31 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def shown(value: Any) -> str:
+    """A short description of a value for an error message: never the repr of a huge value."""
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} key(s)"
+    if isinstance(value, (list, tuple, set)):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return repr(value[:SHOWN_CHARS]) + f"... ({len(value):,} characters)"
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value):,} bytes of binary data"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def _key(key: Any) -> str:
+    return key if isinstance(key, str) and len(key) <= SHOWN_CHARS else shown(key)
+
+
 def _validate(value: Any, schema: Any, path: str, problems: list[str]) -> None:
     if isinstance(schema, dict):
         if not isinstance(value, dict):
             problems.append(f"{path or '(top level)'}: must be a mapping of keys")
             return
         for key, sub in value.items():
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{_key(key)}" if path else _key(key)
             if key not in schema:
                 problems.append(f"{where}: unknown key (allowed: {', '.join(schema)})")
             else:
@@ -116,11 +151,14 @@ def _validate(value: Any, schema: Any, path: str, problems: list[str]) -> None:
             problems.append(f"{path}: must be a mapping")
             return
         for key, sub in value.items():
-            _validate(sub, schema.value, f"{path}.{key}", problems)
+            if not isinstance(key, str) or not key.strip():
+                problems.append(f"{path}.{_key(key)}: the name must be a non-empty string")
+                continue
+            _validate(sub, schema.value, f"{path}.{_key(key)}", problems)
     else:
         problem = schema(value)
         if problem:
-            problems.append(f"{path}: {problem} (got {value!r})")
+            problems.append(f"{path}: {problem} (got {shown(value)})")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -143,20 +181,139 @@ def default_text() -> str:
     return shipped("config", "default.yaml").read_text(encoding="utf-8")
 
 
-def _read_yaml(path: Path) -> dict:
+class _Refused(yaml.MarkedYAMLError):
+    """Well-formed YAML this tool does not accept (duplicate keys, alias bombs, deep nesting)."""
+
+    def __init__(self, problem: str, mark):
+        super().__init__(None, None, problem, mark)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, alias bombs, deep nesting and integers too long to read."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Refused(f"more than {MAX_ALIASES} aliases (*name)",
+                                                  self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # unhashable: the base class reports it
+                if first is not key_node.start_mark:
+                    raise _Refused(
+                        f"duplicate key {_key(key)} (first on line {first.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        digits = sum(c.isdigit() for c in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise _Refused(f"a number of {digits:,} digits", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def _check_expanded_size(root) -> None:
+    """Refuse a document whose node graph, aliases expanded, is over MAX_NODES nodes, MAX_DEPTH deep, or
+    recursive. Iterative and memoized: linear in the distinct nodes whatever the expansion."""
+    if root is None:
+        return
+    size: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, expanded depth)
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        if id(node) in size and not done:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+            list(node.value) if isinstance(node, yaml.SequenceNode) else []
+        if not done:
+            if id(node) in active:
+                raise _Refused("a recursive alias", node.start_mark)
+            active.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            continue
+        active.discard(id(node))
+        nodes = 1 + sum(size[id(c)][0] for c in children)
+        depth = 1 + max((size[id(c)][1] for c in children), default=0)
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            raise _Refused(f"aliases that expand past {MAX_NODES:,} values or "
+                                              f"{MAX_DEPTH} levels", node.start_mark)
+        size[id(node)] = (nodes, depth)
+
+
+def load_yaml(text: str):
+    """Parse YAML text with the strict loader. Raise yaml.YAMLError for anything refused."""
+    loader = _StrictLoader(text)
     try:
-        text = path.read_text(encoding="utf-8")
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ConfigError(f"config file {path} is {kind}", next_step="point it at a YAML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {info.st_size:,} bytes, over the {MAX_CONFIG_BYTES:,}-byte "
+                              "limit for a config file", next_step="check that it is the right file")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", next_step="run `tegbatchd config init`") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                          next_step="save the file as UTF-8") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    text = _read_text(path)
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: malformed YAML ({problem})",
+        kind = "YAML not accepted" if isinstance(exc, _Refused) else "malformed YAML"
+        raise ConfigError(f"{path}:{where}: {kind} ({problem})",
                           next_step="fix the file, then `tegbatchd config validate`") from None
     if data is None:
         return {}
@@ -200,8 +357,8 @@ def load_config(path: Path | None) -> Config:
 
     Raise ConfigError listing every problem (file and key path) when the file is invalid.
     """
-    base = yaml.safe_load(default_text())
-    if path is None or not path.exists():
+    base = load_yaml(default_text())
+    if path is None or not (path.exists() or path.is_symlink()):  # a broken or looping link is reported
         return Config(base, None)
     user = _read_yaml(path)
     problems: list[str] = []

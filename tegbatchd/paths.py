@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tegbatchd.errors import ConfigError
+
 APP = "tegbatchd"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -48,7 +50,7 @@ def user_paths() -> Paths:
     """Return the state, config and log directories, honouring TEGBATCHD_HOME. Creates nothing."""
     home = os.environ.get("TEGBATCHD_HOME")
     if home:
-        base = Path(home).expanduser().resolve()
+        base = resolve_user_path(home, "TEGBATCHD_HOME")
         return Paths(base / "state", base / "config", base / "logs")
     import platformdirs
 
@@ -59,18 +61,46 @@ def user_paths() -> Paths:
     )
 
 
+def resolve_user_path(value: str, source: str) -> Path:
+    """Given a path a person typed (env var, flag or config value named by `source`), return it absolute.
+
+    Raise ConfigError for a NUL byte, an unknown `~user` or a symlink loop.
+    """
+    if "\x00" in value:
+        raise ConfigError(f"{source} contains a NUL character", next_step=f"fix {source}")
+    try:
+        return Path(value).expanduser().resolve()
+    except RuntimeError as exc:  # pathlib: "Could not determine home directory." / "Symlink loop from ..."
+        raise ConfigError(f"{source} {value!r} cannot be resolved ({str(exc).rstrip('.')})",
+                          next_step=f"fix {source}") from None
+    except OSError as exc:
+        raise ConfigError(f"{source} {value!r} cannot be resolved ({exc.strerror})",
+                          next_step=f"fix {source}") from None
+
+
 def ensure_dir(path: Path) -> Path:
-    """Create a private directory (0700) and its missing parents; tighten an existing one we own."""
+    """Create a private directory (0700) and its missing parents; tighten an existing one we own.
+
+    Raise ConfigError when the path or one of its parents is a file, or it cannot be created.
+    """
     missing = []
     probe = path
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         missing.append(probe)
         probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot create the folder {path}: {probe} is a file, not a folder",
+                          next_step="move that file aside, or point TEGBATCHD_HOME (or --data-dir) elsewhere")
     for folder in reversed(missing):
         try:
             folder.mkdir(mode=DIR_MODE)
         except FileExistsError:
-            pass
+            if not folder.is_dir():
+                raise ConfigError(f"cannot create the folder {path}: {folder} is a file, not a folder",
+                                  next_step="move that file aside") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder {folder}: {exc.strerror}",
+                              next_step="check the permissions of its parent folder") from None
     try:
         if path.stat().st_mode & 0o077:
             path.chmod(DIR_MODE)
@@ -90,7 +120,12 @@ def write_private(path: Path, text: str | Iterable[bytes]) -> None:
 
 def resolve_data_root(cli_value: str | None, config_value: str | None) -> Path:
     """Return the absolute data root: --data-dir, else TEGBATCHD_DATA_DIR, else config, else ./data."""
-    for value in (cli_value, os.environ.get("TEGBATCHD_DATA_DIR"), config_value):
+    sources = ("--data-dir", "TEGBATCHD_DATA_DIR", "data_root in the config")
+    for value, source in zip((cli_value, os.environ.get("TEGBATCHD_DATA_DIR"), config_value), sources, strict=True):
         if value:
-            return Path(value).expanduser().resolve()
-    return (Path.cwd() / "data").resolve()
+            return resolve_user_path(value, source)
+    try:
+        return (Path.cwd() / "data").resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"the data root ./data cannot be resolved ({exc})",
+                          next_step="run from an existing folder or pass --data-dir") from None

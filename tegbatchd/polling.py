@@ -54,11 +54,12 @@ def _when(ts: str) -> datetime:
 
 
 def make_client(ctx):
-    """The API client for this context (key and base URL resolved now: ctx.api_env, else the environment)."""
+    """The API client for this context: key and base URL resolved (ctx.api_env, else the environment and
+    the config) and checked now, before anything is recorded or sent (NoApiKey, BadApiKey, BadEndpoint)."""
     api_env = ctx.api_env or {}
     key = api_env.get("ANTHROPIC_API_KEY") or api_mod.resolve_api_key(ctx.config["api_key_file"])
-    return api_mod.BatchApi(key, base_url=api_env.get("ANTHROPIC_BASE_URL"),
-                            create_timeout=ctx.config["api"]["create_timeout_seconds"])
+    base_url = api_env.get("ANTHROPIC_BASE_URL") or api_mod.check_endpoint(ctx.config["api"].get("base_url"))
+    return api_mod.BatchApi(key, base_url=base_url, create_timeout=ctx.config["api"]["create_timeout_seconds"])
 
 
 def next_poll_time(created_at: str | None, now: datetime, config) -> datetime:

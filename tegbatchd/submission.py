@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,11 +26,17 @@ from tegbatchd.store import PlannedIntent
 
 log = logging.getLogger(__name__)
 
+SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")  # \ud800-\udfff in a JSON string
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 BYTES_MARGIN = 0.95           # keep each batch body this far below the byte limit
 ENVELOPE = len(b'{"requests":[]}')
 RECONCILE_SKEW = timedelta(minutes=5)
 MAX_LISTED_ERRORS = 12
+MAX_KEPT_PROBLEMS = 1000          # past this, problems are counted, not kept
+MAX_LINE_BYTES = 256_000_000      # the API's limit for a whole batch: no one request can be bigger
+MAX_JSON_DEPTH = 64               # a Messages request is ~8 deep; json and the SDK recurse per level
+_PAIRS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 @dataclass
@@ -52,13 +59,96 @@ def _item(custom_id: str, params: dict, output: Path, raw: bytes | None = None) 
                 max_tokens if isinstance(max_tokens, int) else None)
 
 
-def _raise_problems(source: str, problems: list[str], next_step: str) -> None:
+def _raise_problems(source: str, problems: list[str], next_step: str, total: int | None = None) -> None:
     if problems:
+        total = max(total or 0, len(problems))
         shown = problems[:MAX_LISTED_ERRORS]
-        if len(problems) > len(shown):
-            shown.append(f"... and {len(problems) - len(shown)} more")
-        raise InputError(f"{source}: {len(problems)} problem(s); nothing was sent", next_step=next_step,
+        if total > len(shown):
+            shown.append(f"... and {total - len(shown)} more")
+        raise InputError(f"{source}: {total} problem(s); nothing was sent", next_step=next_step,
                          details=shown)
+
+
+def _shown(value) -> str:
+    """A bad value for an error message, never the repr of a huge one."""
+    if isinstance(value, (dict, list)):
+        return f"({type(value).__name__} of {len(value)})"
+    text = repr(value[:80] if isinstance(value, str) else value)
+    return text if len(text) <= 70 else text[:70] + "..."
+
+
+def _too_deep(raw: bytes) -> bool:
+    """True when the JSON text nests arrays/objects more than MAX_JSON_DEPTH deep (brackets in strings
+    ignored). Checked before json.loads, which recurses once per level. In C-speed passes: each pass
+    drops every innermost pair, so the passes needed are the nesting height."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    # Outside strings: drop escaped backslashes, then escaped quotes; what is left between the remaining
+    # quotes is string content (valid JSON has no backslash outside a string).
+    plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(plain.split(b'"')[::2]).translate(_PAIRS, _NOT_BRACKETS)
+    for passes in range(MAX_JSON_DEPTH + 1):
+        inner = brackets.replace(b"()", b"")
+        if not inner:  # the height was passes + 1
+            return passes + 1 > MAX_JSON_DEPTH
+        if inner == brackets:  # unbalanced (malformed): what is left open adds to the height
+            return passes + inner.count(b"(") > MAX_JSON_DEPTH
+        brackets = inner
+    return True
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_line(raw: bytes) -> tuple[object, str | None]:
+    """One JSONL line → (object, None), or (None, why it is not valid JSON)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text at byte {exc.start + 1}"
+    if _too_deep(raw):
+        return None, f"nested more than {MAX_JSON_DEPTH} levels deep"
+    try:
+        return json.loads(text, parse_constant=_refuse_constant), None
+    except ValueError as exc:  # JSONDecodeError, or NaN/Infinity
+        return None, str(exc).split(":")[0]
+    except RecursionError:  # not reached after _too_deep; kept so a deep line can never stop the run
+        return None, "nested too deep"
+
+
+def _lines(fh):
+    """(number, bytes) per line, reading at most MAX_LINE_BYTES of any one line: a longer line is
+    yielded as None (and skipped to its end), so a file with no newline never fills memory."""
+    limit = MAX_LINE_BYTES
+    number = 0
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(1 << 20)
+            yield number, None
+            continue
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors write one)
+        yield number, raw
+
+
+def _params_problem(params: dict) -> str | None:
+    missing = [k for k in ("model", "max_tokens", "messages") if k not in params]
+    if missing:
+        return f"params lacks {', '.join(missing)}"
+    if not isinstance(params["model"], str) or not params["model"].strip():
+        return f"params.model must be a model name (got {_shown(params['model'])})"
+    tokens = params["max_tokens"]
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        return f"params.max_tokens must be a whole number of at least 1 (got {_shown(tokens)})"
+    if not isinstance(params["messages"], list) or not params["messages"]:
+        return f"params.messages must be a non-empty list (got {_shown(params['messages'])})"
+    return None
 
 
 def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]:
@@ -68,52 +158,76 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
     custom_ids, outputs escaping the data root or shared by two requests) before anything is sent.
     """
     try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path} is a folder, not a requests file", next_step="give the JSONL file itself")
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+            raise InputError(f"{path} is not a regular file", next_step="give a JSONL file")
         fh = path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", next_step="check the file name") from None
     items: list[Item] = []
     problems: list[str] = []
+    total = 0
     seen: dict[str, int] = {}
     outputs: dict[str, int] = {}
     resolver = OutputResolver(data_root)
+
+    def problem(text: str) -> None:
+        nonlocal total
+        total += 1
+        if len(problems) < MAX_KEPT_PROBLEMS:
+            problems.append(text)
+
     with fh:
-        for number, raw in enumerate(fh, start=1):
+        for number, raw in _lines(fh):
+            if raw is None:
+                problem(f"line {number}: over {MAX_LINE_BYTES:,} bytes, larger than a whole batch may be")
+                continue
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                problems.append(f"line {number}: not valid JSON ({str(exc).split(':')[0]})")
+            obj, why = _parse_line(raw)
+            if why:
+                problem(f"line {number}: not valid JSON ({why})")
                 continue
             if not isinstance(obj, dict) or "custom_id" not in obj or "params" not in obj:
-                problems.append(f"line {number}: needs an object with \"custom_id\" and \"params\"")
+                problem(f"line {number}: needs an object with \"custom_id\" and \"params\"")
                 continue
             cid, params = obj["custom_id"], obj["params"]
             if not isinstance(cid, str) or not CUSTOM_ID.match(cid):
-                problems.append(f"line {number}: custom_id {cid!r} must be 1-64 of a-z A-Z 0-9 _ -")
+                problem(f"line {number}: custom_id {_shown(cid)} must be 1-64 of a-z A-Z 0-9 _ -")
                 continue
             if cid in seen:
-                problems.append(f"line {number}: custom_id {cid!r} repeats line {seen[cid]}")
+                problem(f"line {number}: custom_id {cid!r} repeats line {seen[cid]}")
                 continue
             seen[cid] = number
             if not isinstance(params, dict):
-                problems.append(f"line {number}: params must be an object")
+                problem(f"line {number}: params must be an object")
                 continue
-            missing = [k for k in ("model", "max_tokens", "messages") if k not in params]
-            if missing:
-                problems.append(f"line {number}: params lacks {', '.join(missing)}")
+            bad = _params_problem(params)
+            if bad:
+                problem(f"line {number}: {bad}")
                 continue
             try:
                 output = resolver.resolve(render_output(template, custom_id=cid, index=len(items)))
             except InputError as exc:
-                problems.append(f"line {number}: {exc.message}")
+                problem(f"line {number}: {exc.message}")
                 continue
             if output in outputs:
-                problems.append(f"line {number}: output {output} is also line {outputs[output]}'s")
+                problem(f"line {number}: output {output} is also line {outputs[output]}'s")
+                continue
+            as_came = len(obj) == 2 and raw[:1] == b"{" and b"\x00" not in raw   # archived as it came
+            try:
+                if as_came and SURROGATE_ESCAPE.search(raw):  # what a dump would refuse, refused here too
+                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
+                item = _item(cid, params, Path(output), raw.strip() if as_came else None)
+            except UnicodeEncodeError as exc:
+                problem(f"line {number}: holds a lone surrogate ({exc.object[exc.start]!r} escaped), "
+                        "which is not valid Unicode")
                 continue
             outputs[output] = number
-            items.append(_item(cid, params, Path(output), raw.strip() if len(obj) == 2 and raw[:1] == b"{" and b"\x00" not in raw else None))
-    _raise_problems(str(path), problems, "fix the file and submit again")
+            items.append(item)
+    _raise_problems(str(path), problems, "fix the file and submit again", total)
     if not items:
         raise InputError(f"{path} holds no requests", next_step="add one JSON object per line")
     return items

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tegbatchd.context import Context
 from tegbatchd.errors import UserError
-from tegbatchd.paths import Paths, ensure_dir
+from tegbatchd.paths import Paths, ensure_dir, resolve_user_path
 
 DEMO_KEY = "demo-key-for-the-local-emulator"
 TIMEOUT = 120.0
@@ -38,8 +38,9 @@ def cmd_demo(args, ctx) -> int:
     from tegbatchd.polling import poll_once
     from tegbatchd.teg.sample import write_sample
 
+    chosen = ensure_dir(resolve_user_path(args.data_dir, "--data-dir")) if args.data_dir else None  # checked first
     folder = Path(tempfile.mkdtemp(prefix="tegbatchd-demo-"))
-    data_root = Path(args.data_dir).resolve() if args.data_dir else folder / "data"
+    data_root = chosen or folder / "data"
     home = folder / "home"
     emulator = _start_emulator(args.process_seconds)
     demo = Context(paths=Paths(home / "state", home / "config", home / "logs"), data_dir_arg=str(data_root),

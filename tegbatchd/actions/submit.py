@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tegbatchd import api as api_mod
 from tegbatchd import costs
@@ -19,6 +18,7 @@ from tegbatchd.engine.outcome import summarize
 from tegbatchd.engine.states import JobState
 from tegbatchd.errors import EXIT_AUTH, InputError, UserError
 from tegbatchd.locks import is_locked
+from tegbatchd.paths import resolve_user_path
 from tegbatchd.pipelines import get_pipeline
 from tegbatchd.polling import make_client, poll_once
 from tegbatchd.preflight import item_model_uses
@@ -129,7 +129,7 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
                     again: bool = False) -> SubmitReport | DryRunReport:
     """Given a JSONL requests file and an output template, record the job and create its batches."""
     data_root = ctx.data_root
-    source = Path(file).resolve()
+    source = resolve_user_path(file, "the requests file")
     items = read_requests_file(source, output, data_root)
     pipeline = get_pipeline("requests")
     spec = {"source": str(source), "output": output, "label": label}

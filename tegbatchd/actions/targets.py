@@ -29,7 +29,8 @@ def find_target(ctx, ident: str) -> tuple[dict, dict | None]:
         if batches or jobs:
             raise InputError(f"{ident!r} matches {len(batches) + len(jobs)} jobs and batches",
                              next_step="give more of the id")
-    raise InputError(f"no job or batch {ident!r} is recorded here",
+    shown = ident if len(ident) <= 80 else ident[:80] + "..."
+    raise InputError(f"no job or batch {shown!r} is recorded here",
                      next_step="`tegbatchd list --all` shows the known ones (a unique prefix of 6+ characters works)")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sqlite3
 import sys
 
@@ -43,9 +44,16 @@ NO_CONFIG_COMMANDS = ("config", "emulator")
 LEGACY_TOP_LEVEL = {"--list-batches": ["list"], "--retrieve-batch": ["retrieve"]}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse in the house style: a bad flag or value is one line naming it and the next step (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} — see `{self.prog} --help`\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command, or only `command` (and its module's siblings) when it is known."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tegbatchd",
         description="Laptop-safe Anthropic Message Batches: submit, close the laptop, get notified when "
         "the reports are written.",
@@ -66,6 +74,25 @@ def _legacy(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        return output_closed()
+
+
+def output_closed() -> int:
+    """The reader of our output went away (`tegbatchd list | head -1`): stop quietly with 141, the code of
+    a program ended by SIGPIPE. As the Python docs advise, stdout is pointed at devnull so that the final
+    flush at exit does not fail again and print a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process)
+        pass
+    return 141
+
+
+def _run(argv: list[str] | None) -> int:
     from tegbatchd.context import Context
 
     argv = _legacy(list(sys.argv[1:] if argv is None else argv))
@@ -75,19 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx = Context(data_dir_arg=getattr(args, "data_dir", None), json_output=getattr(args, "json", False))
+    ctx = None
     try:
+        ctx = Context(data_dir_arg=getattr(args, "data_dir", None), json_output=getattr(args, "json", False))
         if args.command not in NO_CONFIG_COMMANDS:
             _ = ctx.config  # a bad config file is reported before anything else happens
         return int(args.func(args, ctx) or 0)
     except BaseException as exc:  # noqa: BLE001 - every error type becomes one line and an exit code
+        if isinstance(exc, BrokenPipeError):
+            raise  # the reader went away: main() ends quietly
         line, code = render_error(exc, ctx, verbose=args.verbose)
         if code is None:
             raise
         print(line, file=sys.stderr)
         return code
     finally:
-        ctx.close()
+        if ctx is not None:
+            ctx.close()
 
 
 def render_error(exc: BaseException, ctx, *, verbose: bool = False) -> tuple[str, int | None]:

@@ -103,18 +103,29 @@ def _pyarrow_available() -> bool:
     return True
 
 
+def _named_path(value: str, data_root: Path, explicit: bool, where: str) -> Path:
+    """The absolute path of a file named by a flag (from the working folder) or the config (from the data
+    root). Raise InputError for an unknown `~user` or a symlink loop."""
+    try:
+        path = Path(value).expanduser()
+        return (path if explicit else data_root / path).resolve()
+    except (RuntimeError, OSError) as exc:  # pathlib: "Symlink loop from ...", "Could not determine home"
+        raise InputError(f"{where} {value!r} cannot be resolved ({str(exc).rstrip('.')})",
+                         next_step=f"fix {where}") from None
+
+
 def resolve_scores_path(explicit: str | None, data_root: Path, configured: str | None) -> Path:
     """Return the absolute scores file: `--scores`, else config scores_file (relative to the data root),
     else all-scores.parquet then all-scores.csv in the data root (the Parquet file is passed over for the
     CSV when pyarrow is missing). Raise InputError naming where it looked when nothing is there.
     """
     if explicit or configured:
-        path = Path(explicit).expanduser() if explicit else data_root / Path(configured).expanduser()
         where = "--scores" if explicit else "config scores_file"
+        path = _named_path(explicit or configured, data_root, bool(explicit), where)
         if not path.is_file():
-            raise InputError(f"scores file {path.resolve()} ({where}) does not exist",
+            raise InputError(f"scores file {path} ({where}) does not exist",
                              next_step="check the path, or pass --scores FILE")
-        return path.resolve()
+        return path
     parquet, csv_file = data_root / "all-scores.parquet", data_root / "all-scores.csv"
     if parquet.is_file() and (not csv_file.is_file() or _pyarrow_available()):
         return parquet.resolve()
@@ -131,12 +142,12 @@ def resolve_rounds_path(explicit: str | None, data_root: Path, configured: str |
     missing raises InputError; a missing default is fine (no dates or courses then).
     """
     if explicit or configured:
-        path = Path(explicit).expanduser() if explicit else data_root / Path(configured).expanduser()
+        where = "--rounds" if explicit else "config rounds_file"
+        path = _named_path(explicit or configured, data_root, bool(explicit), where)
         if not path.is_file():
-            where = "--rounds" if explicit else "config rounds_file"
-            raise InputError(f"rounds file {path.resolve()} ({where}) does not exist",
+            raise InputError(f"rounds file {path} ({where}) does not exist",
                              next_step="check the path, or leave it out (dates and courses are optional)")
-        return path.resolve()
+        return path
     for candidate in (data_root / "rounds.csv", scores_path.parent / "rounds.csv"):
         if candidate.is_file():
             return candidate.resolve()

@@ -16,6 +16,7 @@ from tegbatchd.errors import ConfigError
 from tegbatchd.resources import package_file
 
 SHIPPED_DIR = package_file("teg", "prompts")
+MAX_PROMPT_BYTES = 1_000_000  # ~250k tokens: more than any model's context, so never a real prompt
 
 
 def prompts_dir(config, data_root: Path) -> Path | None:
@@ -39,9 +40,31 @@ def load_prompt(stage: str, config=None, data_root: Path | None = None) -> str:
         raise ConfigError(f"no prompt template for stage {stage!r}", next_step=f"stages: {', '.join(STAGE_NAMES)}")
     folder = prompts_dir(config, data_root or Path.cwd())
     path = folder / f"{stage}.md" if folder and (folder / f"{stage}.md").is_file() else SHIPPED_DIR / f"{stage}.md"
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_template(path).strip()
     if not text:
         raise ConfigError(f"prompt template {path} is empty", next_step="write the prompt or remove the file")
+    return text
+
+
+def read_template(path: Path) -> str:
+    """Given a template file, return its text. Raise ConfigError when it cannot be read, is over
+    MAX_PROMPT_BYTES, is not UTF-8 text, or holds NUL bytes (a binary file)."""
+    fix = "fix or remove the file (the shipped prompt is used when it is not there)"
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PROMPT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read prompt template {path}: {exc.strerror}", next_step=fix) from None
+    if len(raw) > MAX_PROMPT_BYTES:
+        raise ConfigError(f"prompt template {path} is over {MAX_PROMPT_BYTES:,} bytes", next_step=fix)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"prompt template {path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                          next_step="save it as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError(f"prompt template {path} holds NUL bytes (a binary file?)", next_step=fix)
     return text
 
 
