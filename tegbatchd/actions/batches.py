@@ -67,9 +67,9 @@ def cancel(ctx, ident: str) -> CancelResult:
     if not running and batch is not None:
         raise InputError(f"{batch['id']} has already ended", next_step=f"`tegbatchd retrieve {batch['id']}`")
     result = CancelResult(job["id"], already_ended=[b["id"] for b in targets if b["api_status"] == "ended"])
+    client = make_client(ctx) if running else None  # a bad key or endpoint is refused before any change
     ctx.store.request_cancel(job["id"])
-    if running:
-        client = make_client(ctx)
+    if client is not None:
         for b in running:
             info = client.cancel(b["id"])
             ctx.store.mark_canceled_by_user(b["id"])

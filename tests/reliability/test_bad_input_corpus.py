@@ -623,15 +623,8 @@ def classify(case: Case, result: Outcome, changed: bool) -> str:
     return "clear"
 
 
-# Found after rebasing on the new engine (main e50fed7): `cancel` and `list --refresh` write to the state
-# database before the client is made, so a bad key or base URL is refused after a change. For the lead.
-KNOWN_WRONG = {"key with a control character", "ANTHROPIC_BASE_URL no host", "ANTHROPIC_BASE_URL bad IPv4"}
-
-
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="writes before the "
-                                                                          "key/URL check (engine)"))
-                                  if c.name in KNOWN_WRONG else c for c in CASES], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input_is_refused_in_one_line_and_changes_nothing(case, world, monkeypatch):
     where = {k: world[k] for k in ("in", "data", "home")}
     _make(world["in"], case.files, where)
