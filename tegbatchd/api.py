@@ -243,8 +243,10 @@ def _is_billing(exc: Exception, detail: str) -> bool:
     body = getattr(exc, "body", None)
     code = ""
     if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        details = inner.get("details") if isinstance(inner.get("details"), dict) else {}
+        found = body.get("error")
+        inner: dict = found if isinstance(found, dict) else body
+        found_details = inner.get("details")
+        details: dict = found_details if isinstance(found_details, dict) else {}
         code = str(details.get("error_code") or inner.get("error_code") or body.get("error_code") or "")
     text = f"{code} {detail}".lower()
     return "enforced_spend_limit" in text or "credit balance" in text or "spend limit" in text

@@ -374,7 +374,7 @@ def load_config(path: Path | None) -> Config:
 
 def redacted(data: dict) -> dict:
     """A copy safe to print: values of keys that look like secrets are replaced."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
             out[key] = redacted(value)

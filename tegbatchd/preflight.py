@@ -179,3 +179,19 @@ def item_model_uses(items, origin: str) -> list[ModelUse]:
         uses[item.model] = ModelUse(item.model, known.origin if known else f"request {item.custom_id} of {origin}",
                                     max_tokens=top)
     return list(uses.values())
+
+
+def sdk_model_warnings(uses: list[ModelUse]) -> list[str]:
+    """Offline: models the installed SDK lists as deprecated (with their end-of-life date), or does not list."""
+    from tegbatchd import api as api_mod
+
+    known, deprecated = api_mod.sdk_models()
+    out = []
+    for use in {u.model: u for u in uses}.values():
+        if use.model in deprecated:
+            out.append(f"model {use.model!r} ({use.origin}) is deprecated: it stops working on "
+                       f"{deprecated[use.model]}")
+        elif known and use.model not in known:
+            out.append(f"model {use.model!r} ({use.origin}) is not in the installed SDK's model list (retired, "
+                       "or newer than it): `tegbatchd submit` checks it with the Models API")
+    return out

@@ -69,9 +69,33 @@ def cmd_validate(args, ctx) -> int:
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", next_step="fix them and validate again",
                           details=[f"{path}: {p}" for p in problems])
-    load_config(path)
+    config = load_config(path)
+    for warning in model_warnings(ctx, config):
+        ctx.say(f"warning: {warning}")
     ctx.say(f"{path}: valid")
     return 0
+
+
+def model_warnings(ctx, config) -> list[str]:
+    """The stage models against the Models API when a key is at hand (a retired or unknown one is refused,
+    a deprecated one warned about with its retirement date), else against the installed SDK's own list."""
+    from tegbatchd import api as api_mod
+    from tegbatchd import preflight
+    from tegbatchd.config import STAGE_NAMES
+
+    uses = preflight.stage_model_uses(config, STAGE_NAMES)
+    try:
+        client = api_mod.BatchApi(api_mod.resolve_api_key(config["api_key_file"]),
+                                  api_mod.check_endpoint(config["api"].get("base_url")))
+    except api_mod.NoApiKey:
+        client = None
+    if client is not None:
+        try:
+            return preflight.check_models(ctx, client, uses)
+        except api_mod.ApiError as exc:
+            return [f"models not checked with the API ({exc}); checked against the installed SDK instead"] + \
+                preflight.sdk_model_warnings(uses)
+    return preflight.sdk_model_warnings(uses)
 
 
 def cmd_path(args, ctx) -> int:

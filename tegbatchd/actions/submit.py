@@ -118,8 +118,8 @@ def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool) -> l
         return []
     try:
         client = make_client(ctx)
-    except api_mod.NoApiKey:
-        if dry_run:
+    except api_mod.NoApiKey as exc:
+        if dry_run and type(exc) is api_mod.NoApiKey:  # a bad key or endpoint is refused even in a dry run
             return ["models not checked with the API: no API key (they are checked at submit)"]
         raise
     return preflight.check_models(ctx, client, uses)

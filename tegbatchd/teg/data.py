@@ -121,7 +121,7 @@ def resolve_scores_path(explicit: str | None, data_root: Path, configured: str |
     """
     if explicit or configured:
         where = "--scores" if explicit else "config scores_file"
-        path = _named_path(explicit or configured, data_root, bool(explicit), where)
+        path = _named_path(explicit or configured or "", data_root, bool(explicit), where)
         if not path.is_file():
             raise InputError(f"scores file {path} ({where}) does not exist",
                              next_step="check the path, or pass --scores FILE")
@@ -143,7 +143,7 @@ def resolve_rounds_path(explicit: str | None, data_root: Path, configured: str |
     """
     if explicit or configured:
         where = "--rounds" if explicit else "config rounds_file"
-        path = _named_path(explicit or configured, data_root, bool(explicit), where)
+        path = _named_path(explicit or configured or "", data_root, bool(explicit), where)
         if not path.is_file():
             raise InputError(f"rounds file {path} ({where}) does not exist",
                              next_step="check the path, or leave it out (dates and courses are optional)")
@@ -230,7 +230,8 @@ def _parse_holes(path: Path, records: list[dict], unit: str) -> list[HoleScore]:
             if not player:
                 bad.append(f"{_row_label(unit, index)} (Player is blank)")
                 continue
-            holes.append(HoleScore(values["TEGNum"], values["Round"], values["Hole"], values["PAR"],
+            holes.append(HoleScore(int(values["TEGNum"]), int(values["Round"]), int(values["Hole"]),
+                                   int(values["PAR"]),
                                    str(rec.get("Pl") or "").strip(), player,
                                    values["Sc"], values["GrossVP"], values["Stableford"]))
     if bad:

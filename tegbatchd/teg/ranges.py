@@ -55,9 +55,10 @@ def describe(numbers: list[int] | set[int], sep: str = "–") -> str:
     """Compress numbers for people: [2, 3, 4, 7] → '2–4, 7'."""
     ordered = sorted(set(numbers))
     parts: list[str] = []
-    start = prev = None
-    for n in ordered + [None]:
-        if start is not None and (n is None or n != prev + 1):
+    start: int | None = None
+    prev: int | None = None
+    for n in [*ordered, None]:
+        if start is not None and prev is not None and (n is None or n != prev + 1):
             parts.append(str(start) if start == prev else f"{start}{sep}{prev}")
             start = None
         if n is not None and start is None:
