@@ -199,6 +199,8 @@ class Trial:
         self.emu_args = ["--process-seconds", str(self.rng.choice((0.1, 0.3, 0.6))), "--seed", str(self.seed),
                          "--error-rate", str(0.5 if self.phase == "retry" else self.rng.choice((0.0, 0.1, 0.2))),
                          "--expire-rate", str(self.rng.choice((0.0, 0.05))), "--state", str(self.folder / "emu.json")]
+        if self.rng.random() < 0.25:  # the first creates made but their answers lost: reconciled, never resent
+            self.emu_args += ["--unclear-create", "drop", "--unclear-create-count", str(self.rng.randint(1, 2))]
 
     def submit(self, argv: tuple[str, ...]) -> None:
         if self.phase == "submit" and self.rng.random() < 0.8:
