@@ -72,7 +72,7 @@ class EmulatorProcess:
 
     def received(self) -> dict[str, int]:
         """Return GET /_emulator/stats/received: custom_id → how many created batches carried it."""
-        return self._admin("GET", "stats/received")
+        return self.admin("GET", "stats/received")
 
     def reset_stats(self) -> dict[str, Any]:
         return self.admin("POST", "reset-stats", {})
