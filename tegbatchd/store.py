@@ -428,17 +428,20 @@ class Store:
     def record_retry(self, job_id: str, by_stage: dict[int, list[PlannedIntent]], *,
                      intent_state: IntentState = IntentState.OPEN) -> list[int]:
         """Record resubmissions (stage id → intents replacing failed attempts) in one transaction: the new
-        attempts, the old ones marked retried, their stages submitted again, every later stage reopened
-        (rebuilt for exactly what is missing) and the job active again."""
+        attempts, the old ones marked retried, the earliest of their stages submitted again, every later
+        stage reopened (rebuilt for exactly what is missing once the earlier ones settle, even when it has
+        resubmissions of its own: a failure upstream left some of its requests unplanned) and the job
+        active again."""
         with self.tx() as c:
             ids = []
             seqs = {r[0]: r[1] for r in c.execute("SELECT id, seq FROM stages WHERE job_id=?", (job_id,))}
+            first = min(seqs[s] for s in by_stage)
             for stage_id, intents in by_stage.items():
                 ids += [self._insert_intent(c, stage_id, intent, intent_state) for intent in intents]
-                self._move(c, "stages", STAGE_MOVES, stage_id, StageState.SUBMITTED)
-            first = min(seqs[s] for s in by_stage)
             for stage_id, seq in seqs.items():
-                if seq > first and stage_id not in by_stage:
+                if seq == first:
+                    self._move(c, "stages", STAGE_MOVES, stage_id, StageState.SUBMITTED)
+                elif seq > first:
                     self._move(c, "stages", STAGE_MOVES, stage_id, StageState.WAITING)
             self._move(c, "jobs", JOB_MOVES, job_id, JobState.ACTIVE,
                        ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")

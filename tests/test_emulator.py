@@ -292,3 +292,12 @@ def test_stats_count_every_call(emu, client):
         "batches_created": 1,
         "faults_injected": 0,
     }
+
+
+def test_received_counts_each_custom_id_per_created_batch(emu, client):
+    emu.reset_stats()
+    client.messages.batches.create(requests=requests(2, prefix="twice"))
+    client.messages.batches.create(requests=requests(1, prefix="twice"))
+    with pytest.raises(anthropic.BadRequestError):  # a refused create received nothing
+        client.messages.batches.create(requests=[{"custom_id": "bad id!", "params": params()}])
+    assert emu.received() == {"twice-0": 2, "twice-1": 1}

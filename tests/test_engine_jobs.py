@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -284,3 +285,50 @@ def test_failures_that_will_not_heal_wait_for_the_person_and_the_hint_is_the_com
     assert emu.stats()["calls"]["create"] == 1
     assert "Resubmitted 3 request(s)" in cli("retry", sub["job_id"], "--all-errors", check=True).out
     assert emu.stats()["calls"]["create"] == 2
+
+def _replay(path: Path, results: dict[str, str]) -> Path:
+    """A results file the emulator serves to the batch of exactly these custom_ids ("ok" or an error type)."""
+    lines = []
+    for cid, result in results.items():
+        if result == "ok":
+            message = {"id": f"msg_{cid}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                       "content": [{"type": "text", "text": f"replayed answer of {cid}"}], "stop_reason": "end_turn",
+                       "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 5}}
+            lines.append({"custom_id": cid, "result": {"type": "succeeded", "message": message}})
+        else:
+            lines.append({"custom_id": cid, "result": {"type": "errored", "error": {
+                "type": "error", "error": {"type": result, "message": "Overloaded"}}}})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_one_retry_of_failures_in_two_stages_builds_what_the_earlier_failure_left_unplanned(cli, tmp_path, real_data):
+    """Found by the kill suite: R1's story notes failed (so R1's narrative was never planned) and R2's
+    narrative failed; one `retry JOB` resent both, the narrative stage was not rebuilt, and the job ended
+    `done` without R1's report. Now the later stage is rebuilt once the earlier one settles."""
+    notes, narrative = "TEG17_R{}_story_notes", "TEG17_R{}_narrative"
+    replays = [_replay(tmp_path / "first.jsonl", {notes.format(1): "overloaded_error", notes.format(2): "ok"}),
+               _replay(tmp_path / "again.jsonl", {notes.format(1): "overloaded_error"}),
+               _replay(tmp_path / "narrative.jsonl", {narrative.format(2): "overloaded_error"})]
+    state = tmp_path / "emu.json"
+    with ExitStack() as stack:
+        args = ["--process-seconds", "0", "--state", str(state)]
+        emu = stack.enter_context(running_emulator(*args, *[a for p in replays for a in ("--replay-results", str(p))]))
+        port = emu.url.rsplit(":", 1)[1]
+        bound = _bound(cli, emu.url)
+        bound("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
+        job = _poll_until_settled(bound)
+        assert job["state"] == "partial" and sorted(job["failed"]) == [
+            notes.format(1), narrative.format(2)]
+        assert emu.stop() == 0
+        emu = stack.enter_context(running_emulator("--port", port, *args))
+        assert "Resubmitted 2 request(s)" in bound("retry", job["id"], check=True).out
+        job = _poll_until_settled(bound)
+        received = emu.received()
+    folder = real_data / RR
+    assert job["state"] == "done" and job["failed"] == []
+    assert sorted(p.name for p in folder.glob("*.md")) == sorted(
+        f"{name}.md" for r in (1, 2) for name in (f"TEG17_R{r}_story_notes", f"TEG17_R{r}_report",
+                                                   f"teg_17_round_{r}_report"))
+    # after the restart: R1's notes, R1's narrative (built now) and R2's narrative, each sent once
+    assert received == {notes.format(1): 1, narrative.format(1): 1, narrative.format(2): 1}

@@ -1,6 +1,7 @@
 """Endpoints for tests and benchmarks under /_emulator/ (not part of the real API; no auth, no faults).
 
 GET  /_emulator/stats                 calls per endpoint, batches created, faults injected
+GET  /_emulator/stats/received        custom_id → how many created batches carried it
 POST /_emulator/reset-stats           zero the counters (and restart the fault sequence)
 POST /_emulator/advance {"seconds": S} move the emulated clock forward (expiry, archiving)
 POST /_emulator/batches/{id}/finish   end a batch now
@@ -26,6 +27,8 @@ def handle(handler: Handler, method: str, rest: str, body: bytes) -> None:
     parts = rest.strip("/").split("/")
     if method == "GET" and parts == ["stats"]:
         handler.send_json(200, server.stats.snapshot())
+    elif method == "GET" and parts == ["stats", "received"]:
+        handler.send_json(200, server.stats.received())
     elif method == "POST" and parts == ["reset-stats"]:
         server.stats.reset()
         server.faults.reset()

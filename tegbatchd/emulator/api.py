@@ -103,7 +103,7 @@ def create(handler: Handler, body: bytes) -> None:
         records.append(summarize_request(custom_id, params, problem, prefixes))
     del payload, requests
     batch = server.store.create(records, match_replay(server.replays, [r.custom_id for r in records]))
-    server.stats.batch_created()
+    server.stats.batch_created(r.custom_id for r in records)
     created = batch_object(batch, handler.base_url)
     unclear = server.faults.unclear_create()
     if unclear == "drop":

@@ -70,6 +70,10 @@ class EmulatorProcess:
         """Return GET /_emulator/stats: calls per endpoint, batches_created, faults_injected."""
         return self.admin("GET", "stats")
 
+    def received(self) -> dict[str, int]:
+        """Return GET /_emulator/stats/received: custom_id → how many created batches carried it."""
+        return self.admin("GET", "stats/received")
+
     def reset_stats(self) -> dict[str, Any]:
         return self.admin("POST", "reset-stats", {})
 

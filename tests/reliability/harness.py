@@ -10,8 +10,16 @@
   in-commit      inside the Nth transaction recording results, just before its COMMIT
   assembly       before the Nth file a TEG job assembles locally after a stage (combined reports)
   job-state      just after a job's final state is stored
+  archived       just after the Nth request archive is written (a stage or a retry), before it is recorded
+  stage-commit   inside the Nth transaction recording a stage's intents (Store.record_stage), before COMMIT
+  stage-recorded just after the Nth stage is recorded, before its batches are created
+  retry-commit   inside the Nth transaction recording resubmissions (Store.record_retry), before COMMIT
+  retry-recorded just after the Nth resubmission is recorded, before its batches are created
+  created        just after the Nth batch create was answered, before its batch id is recorded
+  attached       just after the Nth batch id is recorded (attach_batch)
 --pause-at POINT:N --paused FILE --resume FILE stops at that point instead (creating the first file)
 until the second exists: a live writer caught in the middle of a step.
+--ready FILE is created once everything is imported (a test can then kill at a moment of the real work).
 --wait-for FILE imports everything first, then waits until FILE exists (so the next trial's process is
 ready while the current one runs, and several processes can start their real work at the same moment).
 --trials DIR serves numbered trials in one process: waits for DIR/go-N (JSON: batch id and a delay),
@@ -114,6 +122,70 @@ def place_kill(point: str, n: int, _die=_die) -> None:
             return moved
 
         store_mod.Store.move_job = move_job
+    elif point == "archived":
+        from tegbatchd import submission
+
+        real_private = submission.write_private
+
+        def write_private(path, chunks):
+            written = real_private(path, chunks)
+            if hit():
+                _die()
+            return written
+
+        submission.write_private = write_private
+    elif point in ("stage-commit", "retry-commit"):
+        method = "record_stage" if point == "stage-commit" else "record_retry"
+        real_method, real_tx = getattr(store_mod.Store, method), store_mod.Store.tx
+
+        @contextlib.contextmanager
+        def tx(self):
+            with real_tx(self) as conn:
+                yield conn
+                if getattr(self, "_kill_armed", False) and hit():
+                    _die()  # every statement of the step ran; its COMMIT has not
+
+        def armed(self, *args, **kwargs):
+            self._kill_armed = True
+            try:
+                return real_method(self, *args, **kwargs)
+            finally:
+                self._kill_armed = False
+
+        store_mod.Store.tx = tx
+        setattr(store_mod.Store, method, armed)
+    elif point in ("stage-recorded", "retry-recorded"):
+        method = "record_stage" if point == "stage-recorded" else "record_retry"
+        real_method = getattr(store_mod.Store, method)
+
+        def recorded(self, *args, **kwargs):
+            ids = real_method(self, *args, **kwargs)
+            if hit():
+                _die()
+            return ids
+
+        setattr(store_mod.Store, method, recorded)
+    elif point == "created":
+        from tegbatchd import api
+
+        real_create = api.BatchApi.create
+
+        def create(self, body):
+            batch = real_create(self, body)
+            if hit():
+                _die()
+            return batch
+
+        api.BatchApi.create = create
+    elif point == "attached":
+        real_attach = store_mod.Store.attach_batch
+
+        def attach_batch(self, intent_id, batch):
+            real_attach(self, intent_id, batch)
+            if hit():
+                _die()
+
+        store_mod.Store.attach_batch = attach_batch
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 
@@ -158,6 +230,7 @@ def main() -> int:
     parser.add_argument("--paused", type=Path, help="with --pause-at: created when the pause begins")
     parser.add_argument("--resume", type=Path, help="with --pause-at: the pause ends when this exists")
     parser.add_argument("--wait-for", type=Path)
+    parser.add_argument("--ready", type=Path)
     parser.add_argument("--trials", type=Path)
     parser.add_argument("--role", choices=("retrieve", "daemon-poll"))
     parser.add_argument("args", nargs="*")
@@ -175,6 +248,8 @@ def main() -> int:
     if opts.pause_at:  # the same points, but stop there until the test says so (a live, slow writer)
         point, _, n = opts.pause_at.partition(":")
         place_kill(point, int(n or 1), lambda: (opts.paused.touch(), _wait_for(opts.resume)))
+    if opts.ready:
+        opts.ready.touch()
     if opts.wait_for and not _wait_for(opts.wait_for):
         return 3
     return cli_main(opts.args)

@@ -195,3 +195,18 @@ def test_kill_during_the_local_assembly_of_a_teg_job(api_cli, data_root, _isolat
     assert query(db, "SELECT state FROM stages ORDER BY seq") == [("done",), ("done",)]
     assert len(notices(db, "job_done")) == 1
     assert temp_files(data_root) == []
+
+
+def test_a_kill_between_an_assembled_file_and_its_rename_leaves_no_temp_file(api_cli, data_root, _isolated_home):
+    """Found by the kill suite: the assembly's temp file, left by a kill before its rename, stayed forever."""
+    cli, emu = api_cli("--process-seconds", "0")
+    for name in ("all-scores.csv", "rounds.csv"):
+        shutil.copy(FIXTURES / "teg" / name, data_root / name)
+    cli("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
+    cli("poll", "--once", check=True)  # story notes written; the narrative stage submitted
+    _killed_at(cli, "temp-written:3", None, "poll", "--once")  # 2 narratives renamed, then the first combined
+    folder = data_root / "commentary" / "round_reports"
+    assert [p.name.split(".tmp")[0] for p in temp_files(data_root)] == [".teg_17_round_1_report.md"]
+    cli("poll", "--once", check=True)
+    assert temp_files(data_root) == []
+    assert sorted(p.name for p in folder.glob("teg_17_*")) == ["teg_17_round_1_report.md", "teg_17_round_2_report.md"]
