@@ -128,6 +128,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         f"INSERT INTO intent_counts SELECT intent_id, coalesce(model, ''), count(*), {_SUMS} FROM requests "
         "GROUP BY intent_id, coalesce(model, '')",
     ]),
+    ("when a create was attempted: only an attempted intent is reconciled with batches on the API", [
+        "ALTER TABLE intents ADD COLUMN attempted_at TEXT",
+        "UPDATE intents SET attempted_at=created_at WHERE state='open'",   # unknown before: assume tried
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -496,6 +500,12 @@ class Store:
                 "truncated": row[5]}
 
     # --- intents (recorded before create) and batches ---------------------------------------------
+    def mark_attempted(self, intent_id: int) -> None:
+        """Recorded just before a create is sent: from now on the intent may exist on the API, so it is
+        reconciled (looked for) before it is ever sent again; a never-attempted one is simply sent."""
+        with self.tx() as c:
+            c.execute("UPDATE intents SET attempted_at=? WHERE id=? AND attempted_at IS NULL", (now_iso(), intent_id))
+
     def get_intent(self, intent_id: int) -> dict | None:
         return self._one("SELECT * FROM intents WHERE id=?", (intent_id,))
 

@@ -351,6 +351,7 @@ def send_intent(ctx, client, intent_id: int) -> SendResult:
             reason = f"its archived requests {intent['archive']} cannot be read ({type(exc).__name__})"
             ctx.store.fail_intent(intent_id, reason, ARCHIVE_MISSING)
             return SendResult(intent_id, None, "failed", reason)
+        ctx.store.mark_attempted(intent_id)
         try:
             batch = client.create(body)
         except api_mod.Unclear as exc:
@@ -385,7 +386,9 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
             fresh = ctx.store.get_intent(intent["id"])
             if fresh["state"] != "open":
                 continue
-            match = _find_created(ctx, client, fresh)
+            # never attempted (a process died between recording and creating): it exists nowhere, so it is
+            # sent, never matched: matching it could adopt another intent's batch of the same size
+            match = _find_created(ctx, client, fresh) if fresh["attempted_at"] else None
             if match:
                 ctx.store.attach_batch(fresh["id"], match)
                 ctx.store.add_event("reconciled", f"intent {fresh['id']} → {match['id']}",
@@ -404,8 +407,9 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
 
 
 def _find_created(ctx, client, intent: dict) -> dict | None:
-    """A batch on the API, unknown to the store, created since the intent with the same request count."""
-    since = _parse(intent["created_at"]) - RECONCILE_SKEW
+    """A batch on the API, unknown to the store, created since the intent's create was attempted, with the
+    same request count."""
+    since = _parse(intent["attempted_at"] or intent["created_at"]) - RECONCILE_SKEW
     known = ctx.store.known_batch_ids()
     after = None
     while True:

@@ -332,3 +332,42 @@ def test_one_retry_of_failures_in_two_stages_builds_what_the_earlier_failure_lef
                                                    f"teg_17_round_{r}_report"))
     # after the restart: R1's notes, R1's narrative (built now) and R2's narrative, each sent once
     assert received == {notes.format(1): 1, narrative.format(1): 1, narrative.format(2): 1}
+
+
+def test_an_intent_never_sent_is_not_matched_with_another_intents_lost_create(api_cli, tmp_path, data_root):
+    """Found by the kill suite (seed 9854096): job A's intent was recorded but never sent (killed before its
+    create), job B's create was made but its batch id not recorded (killed after the create). Reconcile
+    matched A with B's batch by request count and sent B's requests again. Only an intent whose create was
+    attempted is looked for; one never attempted is simply sent."""
+    import httpx2
+
+    from tegbatchd.store import PlannedIntent
+    from tegbatchd.submission import _body
+
+    cli, emu = api_cli("--process-seconds", "0")
+    store = _store()
+    intents = {}
+    for job in ("a", "b"):
+        reqs = write_requests(tmp_path / f"{job}.jsonl", 2, prefix=job)
+        archive = tmp_path / f"{job}-archive.jsonl"
+        archive.write_bytes(reqs.read_bytes())
+        store.create_job(f"job_{job}", "requests", f"requests {job}",
+                         {"source": str(reqs), "output": f"{job}/{{custom_id}}.md", "label": None},
+                         str(data_root.resolve()), ["requests"])
+        stage = store.stages(f"job_{job}")[0]
+        rows = [(f"{job}-{i:05d}", str(data_root.resolve() / job / f"{job}-{i:05d}.md"), "claude-haiku-4-5", 1000)
+                for i in range(2)]
+        (intents[job],) = store.record_stage(stage["id"], [PlannedIntent(str(archive), 10, rows)], [])
+    store.mark_attempted(intents["b"])               # B's create went out; its answer was lost
+    answer = httpx2.post(f"{emu.url}/v1/messages/batches", content=_body(tmp_path / "b-archive.jsonl"),
+                         headers={"x-api-key": "sk-ant-test-0000", "anthropic-version": "2023-06-01",
+                                  "content-type": "application/json"}, trust_env=False)
+    assert answer.status_code == 200
+    job_a = _poll_until_settled(cli, 3)
+    received = emu.received()
+    assert received == {"a-00000": 1, "a-00001": 1, "b-00000": 1, "b-00001": 1}   # nothing sent twice
+    states = {j["id"]: j["state"] for j in cli("list", "--json", check=True).json()["jobs"]}
+    assert states == {"job_a": "done", "job_b": "done"}, job_a
+    for job in ("a", "b"):
+        for i in range(2):
+            assert (data_root / job / f"{job}-{i:05d}.md").exists()
