@@ -21,7 +21,7 @@ import stat
 import threading
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 OUTPUT_MODE = 0o644       # outputs and assembled files (less the umask)
 PRIVATE_MODE = 0o600      # state files: archives, summaries, config
@@ -49,6 +49,10 @@ class Written(NamedTuple):
     path: str        # where the text went: the output, or NAME.new.SUFFIX beside a hand-edited one
     sha256: str
     beside: bool     # True: the existing file was kept (a hand edit) and the text written beside it
+
+
+# one queued write's outcome: (tag, Written or the exception); (tag, None) for a put_sync()
+Result = tuple[Any, Written | BaseException | None]
 
 
 def temp_name(name: str) -> str:
@@ -172,12 +176,12 @@ class Writer:
         self._lock = threading.Lock()
         self._chunk: list = []
         self._outstanding = 0
-        self._ready: list = []          # results received from the helper thread, not yet collected
-        self._todo: queue.SimpleQueue | None = None
-        self._results: queue.SimpleQueue | None = None
+        self._ready: list[Result] = []  # results received from the helper thread, not yet collected
+        # used only while the helper thread runs (self._thread is not None)
+        self._todo: queue.SimpleQueue[list | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[list[Result]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         if background:
-            self._todo, self._results = queue.SimpleQueue(), queue.SimpleQueue()
             self._thread = threading.Thread(target=self._work, name="writer", daemon=True)
             self._thread.start()
 
@@ -206,18 +210,20 @@ class Writer:
         raise OSError(errno.EAGAIN, "folder keeps changing", shown)
 
     def _root_fd(self) -> int:
+        root = self.root
+        assert root is not None, "only called below a data root"
         fd = self._fds.get("")
         if fd is None:
             fd = os.open("/", _DIR)
             shown = ""
             try:
-                for part in self.root.strip("/").split("/"):
+                for part in root.strip("/").split("/"):
                     if part:
                         shown += "/" + part
                         try:
-                            nfd, _ = self._open_in(fd, part, shown, self.root, True)
+                            nfd, _ = self._open_in(fd, part, shown, root, True)
                         except UnsafePath as exc:
-                            raise UnsafePath(self.root, shown, "(the data root or a folder above it) is a "
+                            raise UnsafePath(root, shown, "(the data root or a folder above it) is a "
                                                                "symlink now") from exc
                         os.close(fd)
                         fd = nfd
@@ -324,7 +330,10 @@ class Writer:
             raise
         if self.fsync:
             os.fsync(dfd)
-        return Written(path, sha or digest.hexdigest(), beside)
+        if sha is None:
+            assert digest is not None  # made exactly when the text was not hashed up front
+            sha = digest.hexdigest()
+        return Written(path, sha, beside)
 
     # --- background writing -----------------------------------------------------------------------
     def put(self, path: str, data: str | bytes, tag) -> None:
@@ -352,8 +361,8 @@ class Writer:
         self._chunk.append((tag, _SYNC, None, None, None))
         self.flush()
 
-    def _run_chunk(self, chunk: list) -> list:
-        out = []
+    def _run_chunk(self, chunk: list) -> list[Result]:
+        out: list[Result] = []
         for tag, dfd, name, path, data in chunk:
             if dfd == _SYNC:
                 try:
@@ -383,7 +392,7 @@ class Writer:
         if self._thread is not None:
             self._send()
 
-    def collect(self, count: int) -> list[tuple[object, Written | Exception]]:
+    def collect(self, count: int) -> list[Result]:
         """Wait for the next `count` queued writes; return their (tag, Written or exception), in order."""
         if self._thread is None:
             while len(self._ready) < count and self._chunk:
@@ -402,7 +411,7 @@ class Writer:
             self._close_retired()
         return out
 
-    def done(self) -> list[tuple[object, Written | Exception]]:
+    def done(self) -> list[Result]:
         """Wait for every queued write; return (tag, Written or exception) in the order queued."""
         if self._thread is None:
             chunk, self._chunk = self._chunk, []

@@ -14,6 +14,7 @@ import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tegbatchd.errors import ConfigError, UserError
 from tegbatchd.paths import ensure_dir, write_private
@@ -115,7 +116,7 @@ def cmd_install(args, ctx) -> int:
     unit_plan = plan(platform, variant, _executable(args.exec_path), dict(os.environ), ctx.paths.log_dir)
     manager = manager_for(platform)
     previous = read_manifest(ctx)
-    same_unit = bool(previous) and previous.get("unit") == unit_plan.start
+    same_unit = bool(previous and previous.get("unit") == unit_plan.start)
     prepare = manager.prepare_commands(unit_plan.start)
     start = manager.start_commands(unit_plan.start, next(iter(unit_plan.files)), restart=same_unit)
     if args.print_only:
@@ -228,8 +229,9 @@ def cmd_status(args, ctx) -> int:
     platform = args.platform or (manifest or {}).get("platform") or this_platform()
     manager = manager_for(platform)
     reachable = manager.reachable()
+    info: dict[str, Any]  # JSON for --json
     if manifest is None:
-        folder = unit_dir(platform, os.environ)
+        folder = unit_dir(platform, dict(os.environ))
         names = [n for v in (DAEMON, TIMER) for n in VARIANTS[(platform, v)][0]]
         info = {"installed": False, "found_unrecorded": [str(folder / n) for n in names if (folder / n).exists()]}
     else:

@@ -88,9 +88,9 @@ def result_object(batch_id: str, record: RequestRecord, outcome: str, opts: Opti
         request_id = derived_id("req_", batch_id, record.custom_id)
         return {"type": "errored", "error": error_envelope("invalid_request_error", CREDIT_MESSAGE, request_id)}
     error_type = ERROR_TYPES[int(outcome)]
-    message = record.problem or ERROR_MESSAGES.get(error_type, f"Emulated {error_type}")
+    error_message = record.problem or ERROR_MESSAGES.get(error_type, f"Emulated {error_type}")
     request_id = derived_id("req_", batch_id, record.custom_id)
-    return {"type": "errored", "error": error_envelope(error_type, message, request_id)}
+    return {"type": "errored", "error": error_envelope(error_type, error_message, request_id)}
 
 
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
