@@ -68,8 +68,10 @@ def _outcome(result: dict) -> dict:
     """Record fields for a non-success result line (whatever shape its fields have)."""
     kind = result.get("type")
     if kind == "errored":
-        envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
-        inner = envelope.get("error") if isinstance(envelope.get("error"), dict) else envelope
+        found = result.get("error")
+        envelope: dict = found if isinstance(found, dict) else {}
+        nested = envelope.get("error")
+        inner: dict = nested if isinstance(nested, dict) else envelope
         return {"outcome": Outcome.ERRORED, "error_type": _text(inner.get("type")) or "unknown_error",
                 "error_message": _text(inner.get("message"), 500) or ""}
     if kind in (Outcome.CANCELED, Outcome.EXPIRED):
@@ -175,7 +177,7 @@ class _Group:
     def add(self, record: dict, path: str | None = None, text: str | None = None) -> None:
         self.records[record["id"]] = record
         if path is not None:
-            self.writer.put(path, text, (record, path))
+            self.writer.put(path, text or "", (record, path))
             self.files += 1
         if len(self.records) >= GROUP:
             if self.files:
@@ -201,10 +203,10 @@ class _Group:
     def _finish(self, records: dict[int, dict], files: int) -> None:
         """Wait for a group's files, sync once, record it in one transaction; then raise the first write
         error (disk full, read-only), if any, with what was written recorded."""
-        error = None
+        error: BaseException | None = None
         if files:
             *results, (_, synced) = self.writer.collect(files + 1)  # the files, then the sync queued after them
-            if synced is not None:
+            if isinstance(synced, BaseException):  # the sync itself failed
                 error = synced
                 records = {}  # not known to be on disk: nothing of this group is recorded
             for (record, output), result in results:
@@ -225,8 +227,9 @@ class _Group:
             self.store.record_results(list(records.values()))
         if error is not None:
             path = getattr(error, "filename", None) or "an output"
-            self.store.add_event("write_error", f"{path}: {error.strerror or error}", batch_id=self.batch_id)
-            raise UserError(f"cannot write {path}: {error.strerror or error}",
+            why = getattr(error, "strerror", None) or error
+            self.store.add_event("write_error", f"{path}: {why}", batch_id=self.batch_id)
+            raise UserError(f"cannot write {path}: {why}",
                             next_step=f"free space or fix permissions, then `tegbatchd retrieve {self.batch_id}` "
                                       "(what was written is kept)")
 
