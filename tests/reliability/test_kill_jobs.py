@@ -205,9 +205,12 @@ class Trial:
     def submit(self, argv: tuple[str, ...]) -> None:
         if self.phase == "submit" and self.rng.random() < 0.8:
             kind = argv[1]
-            before = self.rows("SELECT count(*) FROM jobs WHERE kind=?", (kind,))
+            def recorded() -> int:  # no database yet (killed before it was made) counts as none
+                return (self.rows("SELECT count(*) FROM jobs WHERE kind=?", (kind,)) or [(0,)])[0][0]
+
+            before = recorded()
             self.killed("submit", argv, self.pick(SUBMIT_POINTS, 1), within=1.5)
-            if self.rows("SELECT count(*) FROM jobs WHERE kind=?", (kind,)) != before:
+            if recorded() != before:
                 return  # recorded before the kill: the daemon takes it from there
         self.run_cli(*argv, ok=(0, 6))
 

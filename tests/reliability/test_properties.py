@@ -121,7 +121,7 @@ def test_any_results_stream_writes_each_first_sound_answer_once(lines):
                 ok = result.get("type") == "succeeded" and isinstance(message, dict)
                 expected[obj["custom_id"]] = message_text(message) if ok else None
             assert report.state == "retrieved"
-            written = {p.stem: p.read_text() for p in (data_root / "out").glob("*")} \
+            written = {p.stem: p.read_bytes().decode("utf-8") for p in (data_root / "out").glob("*")} \
                 if (data_root / "out").exists() else {}
             assert written == {cid: text for cid, text in expected.items() if text is not None}
             assert [p for p in Path(tmp).rglob("*") if ".tmp-" in p.name] == []
