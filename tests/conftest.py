@@ -224,3 +224,30 @@ def assert_own_answer(text: str, custom_id: str, params: dict) -> None:
 
     assert f"custom_id: {custom_id}" in text, text[:300]
     assert f"params-sha256: {canonical_sha256(params)}" in text, text[:300]
+
+
+@pytest.fixture
+def real_data(data_root) -> Path:
+    """The data root holding the real TEG scores and rounds (copies)."""
+    import shutil
+
+    for name in ("all-scores.csv", "rounds.csv"):
+        shutil.copy(FIXTURES / "teg" / name, data_root / name)
+    return data_root
+
+
+@pytest.fixture(scope="module")
+def emu():
+    """One emulator for a module's tests (batches end at once)."""
+    from tests.support.emulator import running_emulator
+
+    with running_emulator("--process-seconds", "0") as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def client(emu):
+    """The real SDK against the module's emulator, validating every response strictly."""
+    from tests.support.emulator import sdk_client
+
+    return sdk_client(emu.url, max_retries=0, _strict_response_validation=True)

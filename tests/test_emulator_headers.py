@@ -7,22 +7,13 @@ import anthropic
 import httpx2
 import pytest
 
-from tests.support.emulator import API_HEADERS, running_emulator, sdk_client
+from tests.support.emulator import API_HEADERS
 
 
 def params(i: int = 0) -> dict:
     return {"model": "claude-haiku-4-5", "max_tokens": 500, "messages": [{"role": "user", "content": f"q{i}"}]}
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with running_emulator("--process-seconds", "0") as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def client(emu):
-    return sdk_client(emu.url, max_retries=0, _strict_response_validation=True)
 
 
 @pytest.mark.parametrize("path", ["/v1/messages/batches", "/v1/models"])

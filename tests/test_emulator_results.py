@@ -29,15 +29,6 @@ def field(text: str, name: str) -> str:
     return value
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with running_emulator("--process-seconds", "0") as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def client(emu):
-    return sdk_client(emu.url, max_retries=0, _strict_response_validation=True)
 
 
 def raw_results(client, batch_id: str) -> bytes:

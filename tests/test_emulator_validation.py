@@ -7,7 +7,7 @@ import anthropic
 import httpx2
 import pytest
 
-from tests.support.emulator import API_HEADERS, running_emulator, sdk_client
+from tests.support.emulator import API_HEADERS
 
 MODEL = "claude-haiku-4-5"  # max output 64,000; takes temperature and manual thinking
 
@@ -57,15 +57,6 @@ def create(client: anthropic.Anthropic, params: dict):
     return client.messages.create(**named, extra_body={k: v for k, v in params.items() if k not in named})
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with running_emulator("--process-seconds", "0") as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def client(emu):
-    return sdk_client(emu.url, max_retries=0, _strict_response_validation=True)
 
 
 def test_each_refused_request_is_an_errored_line_naming_its_field(client):

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import FIXTURES, TEST_KEY, write_requests
+from tests.conftest import TEST_KEY, write_requests
 from tests.support.emulator import running_emulator
 
 RR = "commentary/round_reports"
 
 
-@pytest.fixture
-def real_data(data_root) -> Path:
-    for name in ("all-scores.csv", "rounds.csv"):
-        shutil.copy(FIXTURES / "teg" / name, data_root / name)
-    return data_root
 
 
 def _store():

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
-
-import pytest
-
-from tests.conftest import FIXTURES
 
 
 def _config(home: Path, text: str) -> None:
@@ -24,11 +19,6 @@ def _stages(model: str, **over) -> str:
     return "stages:\n" + "".join(f"  {n}:\n    model: {over.get(n, model)}\n" for n in names)
 
 
-@pytest.fixture
-def real_data(data_root) -> Path:
-    for name in ("all-scores.csv", "rounds.csv"):
-        shutil.copy(FIXTURES / "teg" / name, data_root / name)
-    return data_root
 
 
 def test_a_retired_model_in_the_config_is_refused_before_anything_is_recorded(api_cli, real_data, _isolated_home):

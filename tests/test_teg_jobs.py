@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, assert_own_answer
+from tests.conftest import assert_own_answer
 
 RR = "commentary/round_reports"
 
 
-@pytest.fixture
-def real_data(data_root) -> Path:
-    for name in ("all-scores.csv", "rounds.csv"):
-        shutil.copy(FIXTURES / "teg" / name, data_root / name)
-    return data_root
 
 
 def archived_params() -> dict[str, dict]:
