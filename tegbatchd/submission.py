@@ -247,20 +247,28 @@ def items_from_plan(planned, data_root: Path) -> list[Item]:
     return items
 
 
-def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Item]]:
-    """Split items into batches within the request and byte limits (with a safety margin).
-
-    Raise InputError when a single request is larger than a batch may be.
-    """
+def refuse_oversized(items: list[Item], max_bytes: int) -> int:
+    """Raise InputError when a single request is larger than a batch may be; return the byte budget."""
     budget = int(max_bytes * BYTES_MARGIN) - ENVELOPE
-    groups: list[list[Item]] = []
-    current: list[Item] = []
-    size = 0
     for item in items:
         cost = len(item.line) + 1
         if cost > budget:
             raise InputError(f"request {item.custom_id!r} is {cost:,} bytes, over the {budget:,}-byte batch budget",
                              next_step="shorten it or raise batch_limits.max_bytes (at most 256 MB)")
+    return budget
+
+
+def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Item]]:
+    """Split items into batches within the request and byte limits (with a safety margin).
+
+    Raise InputError when a single request is larger than a batch may be.
+    """
+    budget = refuse_oversized(items, max_bytes)
+    groups: list[list[Item]] = []
+    current: list[Item] = []
+    size = 0
+    for item in items:
+        cost = len(item.line) + 1
         if current and (len(current) >= max_requests or size + cost > budget):
             groups.append(current)
             current, size = [], 0
@@ -307,7 +315,7 @@ def archive_group(archive_dir: Path, prefix: str, lines: list[bytes], limits) ->
 def archive_intents(ctx, job_id: str, stage: dict, items: list[Item]) -> list[PlannedIntent]:
     """Archive a stage's items, one archive per batch, and return the intents to record (no API call)."""
     limits = ctx.config["batch_limits"]
-    split(items, limits["max_requests"], limits["max_bytes"])  # refuses a single request too large for a batch
+    refuse_oversized(items, limits["max_bytes"])  # archive_group splits; this only refuses what cannot fit
     archive_dir = ensure_dir(ctx.paths.archive_dir)
     parts = archive_group(archive_dir, f"{job_id}-s{stage['seq']}", [i.line for i in items], limits)
     return [PlannedIntent(part.archive, part.byte_size,

@@ -111,11 +111,7 @@ def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool) -> l
     import json
 
     from tegbatchd import preflight
-    from tegbatchd.engine.loop import CHECK_MODELS
-
     preflight.lint_requests(((i.custom_id, json.loads(i.line)["params"]) for i in items), source=source)
-    if not CHECK_MODELS:
-        return []
     try:
         client = make_client(ctx)
     except api_mod.NoApiKey as exc:

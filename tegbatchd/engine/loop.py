@@ -47,8 +47,6 @@ from tegbatchd.locks import file_lock
 
 log = logging.getLogger(__name__)
 
-CHECK_MODELS = True  # ask the Models API before building (cached a day); tests may turn it off
-
 # Errors that are about the API as a whole, not this job: the caller handles them for every job at once.
 API_WIDE = (api_mod.AuthRejected, api_mod.NoApiKey, api_mod.Unavailable)
 
@@ -241,7 +239,7 @@ def preflight_items(ctx, client, items, *, origin: str) -> list[str]:
 
     preflight.lint_requests(((i.custom_id, json.loads(i.line)["params"]) for i in items), source=origin)
     uses = preflight.item_model_uses(items, origin)
-    return preflight.check_models(ctx, client, uses) if CHECK_MODELS else []
+    return preflight.check_models(ctx, client, uses)
 
 
 def _assemble(ctx, job: dict, stage: dict) -> Any:
