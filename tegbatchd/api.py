@@ -78,6 +78,10 @@ class BadApiKey(NoApiKey):
     exit_code = 2
 
 
+class KeyFileUnusable(NoApiKey):
+    """api_key_file is there but cannot be used: group or others can read it, or it cannot be read."""
+
+
 class BadEndpoint(NoApiKey):
     """ANTHROPIC_BASE_URL (or api.base_url in the config) cannot be parsed as an http(s) base URL."""
 
@@ -113,16 +117,48 @@ def _read_key_file(path: Path) -> str:
             raise BadApiKey(f"api_key_file {path} is {'a folder' if stat.S_ISDIR(info.st_mode) else 'not a file'}",
                             next_step=fix)
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise UserError(f"api_key_file {path} is readable by group or others (mode {stat.S_IMODE(info.st_mode):o})",
+            raise KeyFileUnusable(f"api_key_file {path} is readable by group or others (mode {stat.S_IMODE(info.st_mode):o})",
                             next_step=f"run `chmod 600 {path}`")
         with path.open("rb") as fh:
             raw = fh.read(MAX_KEY_CHARS + 64)
     except OSError as exc:
-        raise UserError(f"api_key_file {path} cannot be read ({exc.strerror})", next_step=fix) from None
+        raise KeyFileUnusable(f"api_key_file {path} cannot be read ({exc.strerror})", next_step=fix) from None
     try:
         return raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise BadApiKey(f"api_key_file {path} is not UTF-8 text", next_step="write only the key in it") from None
+
+
+def _keyring_key() -> str:
+    """The key stored in the OS keyring, or "" (keyring not installed, no backend, nothing stored)."""
+    try:
+        import keyring  # optional
+
+        return (keyring.get_password(KEYRING_SERVICE, KEYRING_USER) or "").strip()
+    except Exception:  # noqa: BLE001 - keyring missing or no backend: not an error here
+        return ""
+
+
+def service_key_source(api_key_file: str | None) -> tuple[str | None, str | None]:
+    """Where a process without ANTHROPIC_API_KEY (the service) finds a usable key: (source, None), or
+    (None, why there is none). Never returns the key itself."""
+    problem = "no api_key_file in the config and nothing in the OS keyring"
+    if api_key_file:
+        path = Path(api_key_file).expanduser()
+        if not path.exists():
+            problem = f"api_key_file {path} does not exist"
+        else:
+            try:
+                key = _read_key_file(path)
+            except UserError as exc:
+                return None, exc.message
+            if key and not key_problem(key):
+                return f"api_key_file {path}", None
+            problem = f"api_key_file {path} is empty" if not key else f"the key in {path} {key_problem(key)}"
+    key = _keyring_key()
+    if key and not key_problem(key):
+        return "the OS keyring", None
+    return None, problem
 
 
 def resolve_api_key(api_key_file: str | None) -> str:
@@ -140,12 +176,7 @@ def resolve_api_key(api_key_file: str | None) -> str:
         key = _read_key_file(path)
         if key:
             return _checked_key(key, f"api_key_file {path}", f"write only the key in {path}")
-    try:
-        import keyring  # optional
-
-        key = (keyring.get_password(KEYRING_SERVICE, KEYRING_USER) or "").strip()
-    except Exception:  # noqa: BLE001 - keyring missing or no backend: not an error here
-        key = ""
+    key = _keyring_key()
     if key:
         return _checked_key(key, "the OS keyring", f"store it again with `keyring set {KEYRING_SERVICE} {KEYRING_USER}`")
     raise NoApiKey("no Anthropic API key found",
@@ -373,6 +404,26 @@ class BatchApi:
         """What the Models API says of a model id: {id, lifecycle (active | deprecated | retired), retires_at,
         max_tokens, line}. NotFound when the API does not know it."""
         return _model_dict(self._call(self.client.models.retrieve, model_id))
+
+    def probe(self) -> tuple[int, datetime | None]:
+        """One cheap call (GET /v1/models?limit=1, no retry): (HTTP status, the answer's Date header).
+        A 401/403 is returned, not raised (the endpoint answered); Unavailable when nothing answered."""
+        from email.utils import parsedate_to_datetime
+
+        client = self.client.with_options(max_retries=0)
+        self.calls += 1
+        try:
+            response = client.models.with_raw_response.list(limit=1)
+            status, headers = response.status_code, response.headers
+        except self._anthropic.APIStatusError as exc:
+            status, headers = exc.status_code, exc.response.headers
+        except self._anthropic.APIError as exc:
+            raise self._map(exc) from exc
+        try:
+            date = parsedate_to_datetime(headers["date"]) if headers.get("date") else None
+        except (TypeError, ValueError):
+            date = None
+        return status, date
 
     def models(self) -> list[dict]:
         """Every model the key can use (active and deprecated), newest first."""

@@ -36,6 +36,10 @@ class Context:
             self._config = load_config(self.paths.config_file)
         return self._config
 
+    def reload_config(self) -> None:
+        """Read the config file again on next use (the daemon, after the person edited it)."""
+        self._config = None
+
     @property
     def data_root(self) -> Path:
         return resolve_data_root(self.data_dir_arg, self.config["data_root"])

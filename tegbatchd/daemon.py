@@ -59,6 +59,7 @@ class Daemon:
     _problem: str | None = None
     _key_rejected_at: float | None = None
     _config_mtime: float | None = None
+    _poll_config: float | None = None
 
     def __post_init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +158,11 @@ class Daemon:
         ctx = self._poll_ctx
         if ctx is None:
             ctx = self._poll_ctx = self.make_context()
+        stamp = self._config_stamp()
+        if stamp != self._poll_config:  # the person edited the config (a key file named, a new interval)
+            ctx.reload_config()
+            self.ctx.reload_config()
+            self._poll_config = stamp
         try:
             if not force and not ctx.store.has_pending():
                 return None

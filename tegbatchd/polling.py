@@ -186,6 +186,7 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
             report.changes += [str(e) for e in done.events]
         _archive_warnings(ctx, now)
         store.kv_set("key_rejected_since", None)
+        store.kv_set("no_key_since", None)
     except api_mod.AuthRejected:
         report.error, report.error_detail = "key_rejected", "the API key was rejected"
         since = store.kv_get("key_rejected_since") or now.isoformat()
@@ -195,6 +196,13 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
                          urgency="critical")
     except api_mod.NoApiKey as exc:
         report.error, report.error_detail = "no_key", exc.render()
+        since = store.kv_get("no_key_since") or now.isoformat()  # one notice until a poll works again
+        store.kv_set("no_key_since", since)
+        what = "bad API endpoint" if isinstance(exc, api_mod.BadEndpoint) else "no API key"
+        store.add_notice(f"no-key:{since}", "no_key", f"tegbatchd: {what}",
+                         f"{exc.message}; pending work waits — put the key in api_key_file "
+                         "(`tegbatchd service install --store-key`) or the OS keyring",
+                         urgency="critical")
     except (api_mod.Unavailable, api_mod.NotFound, api_mod.Rejected) as exc:
         report.error, report.error_detail = "unavailable", str(exc)
     finally:

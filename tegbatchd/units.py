@@ -61,8 +61,25 @@ def unit_environment(platform: str, environ: dict) -> dict[str, str]:
             continue
         if name == "ANTHROPIC_BASE_URL" and not _plain_url(value):
             continue
+        if name == "PATH":
+            value = _unique_path(value)
         env[name] = value
     return env
+
+
+def _unique_path(value: str) -> str:
+    """PATH with each folder once (the first occurrence wins, as it does in a lookup) and no empty entry."""
+    return os.pathsep.join(dict.fromkeys(part for part in value.split(os.pathsep) if part))
+
+
+def dropped_notes(environ: dict) -> list[str]:
+    """What the person would not guess is left out of the unit, each with what to do instead."""
+    url = environ.get("ANTHROPIC_BASE_URL")
+    if url and "\n" not in url and not _plain_url(url):
+        return ["ANTHROPIC_BASE_URL is NOT passed to the service: it holds credentials (user:password@ or a "
+                "query string) or is not an http(s) URL, and unit files are readable; the service uses "
+                "api.base_url from the config (a 0600 file: put the URL there) or else https://api.anthropic.com"]
+    return []
 
 
 def _plain_url(value: str) -> bool:
@@ -146,6 +163,7 @@ class UnitPlan:
     start: str
     environment: dict[str, str]
     log_dir: Path | None
+    notes: tuple[str, ...] = ()
 
 
 def plan(platform: str, variant: str, executable: Path, environ: dict, log_dir: Path) -> UnitPlan:
@@ -157,4 +175,4 @@ def plan(platform: str, variant: str, executable: Path, environ: dict, log_dir: 
     env = unit_environment(platform, environ)
     logs = log_dir if platform == MACOS else None
     files = {folder / name: render(platform, name, executable, env, logs) for name in names}
-    return UnitPlan(platform, variant, folder, files, start, env, logs)
+    return UnitPlan(platform, variant, folder, files, start, env, logs, tuple(dropped_notes(environ)))

@@ -35,6 +35,18 @@ def offline_env(tmp_path, user_home) -> dict:
             "TEGBATCHD_HOME": os.environ["TEGBATCHD_HOME"], "LANG": "C.UTF-8"}
 
 
+@pytest.fixture(autouse=True)
+def service_key_file(tmp_path) -> Path:
+    """The service's way to the key in these tests: api_key_file (0600) in the config of TEGBATCHD_HOME."""
+    home = Path(os.environ["TEGBATCHD_HOME"])
+    key_file = home / "config" / "anthropic-api-key"
+    key_file.parent.mkdir(parents=True, mode=0o700)
+    key_file.write_text(FAKE_KEY + "\n")
+    key_file.chmod(0o600)
+    (home / "config" / "config.yaml").write_text(f"api_key_file: {key_file}\n")
+    return key_file
+
+
 @pytest.fixture
 def stub(tmp_path) -> Path:
     path = tmp_path / "bin" / "tegbatchd"
@@ -82,7 +94,8 @@ def test_print_writes_nothing(tmp_path, offline_env, stub, platform, timer):
     for path, text in expected.files.items():
         assert f"# {path}\n{text.rstrip()}" in out
     assert ("systemctl --user enable --now" if platform == LINUX else "launchctl bootstrap gui/") in out
-    assert "No API key is written into the service" in out and "is NOT passed to the service" in out
+    assert "No API key is written into the service" in out
+    assert "The service reads the API key from api_key_file" in out
     assert FAKE_KEY not in out
 
 
@@ -112,7 +125,8 @@ def test_install_and_uninstall_without_a_manager(tmp_path, user_home, offline_en
     after = tree(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("home")} == {
         k: v for k, v in before.items() if not k.startswith("home")}
-    assert all(v == "dir" for k, v in after.items() if k.startswith("home"))  # state dir kept, empty
+    assert all(v == "dir" for k, v in after.items()
+               if k.startswith("home") and not k.startswith("home/config"))  # state dir kept, empty
     assert "nothing to remove" in service(offline_env, "uninstall").stdout
 
 
@@ -202,7 +216,10 @@ def test_real_manager_runs_the_installed_daemon(user_manager):  # noqa: F811
     record, tb_home = home / "record", home / "tb"
     stub = recording_stub(home / "bin dir", record)  # a blank in the path, as ~/My Tools/ would have
     env = install_env(tb_home)
-    out = user_manager.run([*TEGBATCHD, "service", "install", "--exec", str(stub)], env=env).stdout
+    out = user_manager.run([*TEGBATCHD, "service", "install", "--store-key", "--exec", str(stub)], env=env).stdout
+    key_file = tb_home / "config" / "anthropic-api-key"
+    assert f"wrote the API key to {key_file} (0600)" in out and FAKE_KEY not in out
+    assert key_file.read_text() == FAKE_KEY + "\n" and stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert "ran: systemctl --user enable --now tegbatchd.service" in out
     assert "tegbatchd.service: active" in out
     assert user_manager.systemctl("is-active", "tegbatchd.service").stdout.strip() == "active"
@@ -224,7 +241,7 @@ def test_real_manager_lists_the_timer_variant(user_manager):  # noqa: F811
     record, tb_home = home / "record", home / "tb"
     stub = recording_stub(home / "bin", record)
     env = install_env(tb_home)
-    user_manager.run([*TEGBATCHD, "service", "install", "--exec", str(stub)], env=env)
+    user_manager.run([*TEGBATCHD, "service", "install", "--store-key", "--exec", str(stub)], env=env)
     out = user_manager.run([*TEGBATCHD, "service", "install", "--timer", "--exec", str(stub)], env=env).stdout
     assert "replacing the installed daemon" in out and "tegbatchd-poll.timer: active" in out
     assert user_manager.systemctl("is-active", "tegbatchd.service", check=False).stdout.strip() == "inactive"

@@ -12,11 +12,13 @@ import os
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tegbatchd.errors import ConfigError, UserError
+from tegbatchd.api import KEYRING_SERVICE, KEYRING_USER
+from tegbatchd.errors import EXIT_AUTH, ConfigError, UserError
 from tegbatchd.paths import ensure_dir, write_private
 from tegbatchd.service_managers import manager_for, run_command
 from tegbatchd.units import DAEMON, LINUX, MACOS, TIMER, VARIANTS, UnitPlan, plan, unit_dir
@@ -101,12 +103,109 @@ def _missing_dirs(folders: set[Path]) -> set[str]:
 
 
 # --- install --------------------------------------------------------------------------------------------
-def _key_notes(ctx) -> list[str]:
+KEY_FILE_NAME = "anthropic-api-key"
+
+
+@dataclass(frozen=True)
+class ServiceKey:
+    """Whether the service (which never gets ANTHROPIC_API_KEY) can read a key, and from where."""
+
+    source: str | None       # "api_key_file /path" or "the OS keyring"; None: the service has no key
+    problem: str | None      # why it has none
+    in_environment: bool     # ANTHROPIC_API_KEY is set in this shell (the one thing that does not travel)
+
+
+def service_key(ctx) -> ServiceKey:
+    from tegbatchd.api import service_key_source
+
+    source, problem = service_key_source(ctx.config["api_key_file"])
+    return ServiceKey(source, problem, bool(os.environ.get("ANTHROPIC_API_KEY", "").strip()))
+
+
+def key_file_target(ctx) -> Path:
+    """Where --store-key writes the key: the configured api_key_file, else a file beside the config."""
+    configured = ctx.config["api_key_file"]
+    return Path(configured).expanduser().absolute() if configured else ctx.paths.config_dir / KEY_FILE_NAME
+
+
+def _refusal(ctx, key: ServiceKey) -> UserError:
+    keyring = f"`keyring set {KEYRING_SERVICE} {KEYRING_USER}` (pip install keyring)"
+    if key.in_environment:
+        return UserError(
+            f"the service could not authenticate: ANTHROPIC_API_KEY is set only in this shell, and the service "
+            f"does not get it ({key.problem}); nothing was installed",
+            next_step=f"run `tegbatchd service install --store-key` to write it to {key_file_target(ctx)} "
+                      f"(0600) and point api_key_file at it, or store it with {keyring}, then install again",
+            exit_code=EXIT_AUTH)
+    return UserError(f"the service could not authenticate: no API key it can read ({key.problem}); nothing was "
+                     "installed",
+                     next_step=f"put the key in a 0600 file named by api_key_file in the config, or store it with "
+                               f"{keyring}, or export ANTHROPIC_API_KEY and add --store-key", exit_code=EXIT_AUTH)
+
+
+def _set_config_key_file(ctx, path: Path) -> None:
+    """Point api_key_file in the user's config file at path (comments and other keys kept)."""
+    import re
+
+    from tegbatchd.config import default_text, load_config
+
+    config_file = ctx.paths.config_file
+    text = config_file.read_text(encoding="utf-8") if config_file.exists() else default_text()
+    line = f"api_key_file: {json.dumps(str(path))}"
+    pattern = re.compile(r"^api_key_file:.*$", re.MULTILINE)
+    text = pattern.sub(lambda _: line, text, count=1) if pattern.search(text) else text.rstrip("\n") + f"\n{line}\n"
+    write_private(config_file, text)
+    ctx._config = load_config(config_file)  # what the service will read
+
+
+def store_key(ctx) -> Path:
+    """Write ANTHROPIC_API_KEY to the api_key_file (0600; an existing non-empty file is never overwritten)
+    and name it in the config. Return the file's path."""
+    from tegbatchd.api import resolve_api_key
+
+    key = resolve_api_key(None) if os.environ.get("ANTHROPIC_API_KEY", "").strip() else None
+    if not key:
+        raise UserError("--store-key needs the key in ANTHROPIC_API_KEY", next_step="export it, then run again",
+                        exit_code=EXIT_AUTH)
+    target = key_file_target(ctx)
+    if target.exists() and (not target.is_file() or target.read_bytes().strip()):
+        raise UserError(f"{target} exists already and is not overwritten ({service_key(ctx).problem})",
+                        next_step="fix it (or name it in api_key_file if it holds the key), or remove it, "
+                                  "then install again", exit_code=EXIT_AUTH)
+    write_private(target, key + "\n")
+    if not ctx.config["api_key_file"] or Path(ctx.config["api_key_file"]).expanduser().absolute() != target:
+        _set_config_key_file(ctx, target)
+    return target
+
+
+def _key_notes(ctx, key: ServiceKey) -> list[str]:
     notes = [KEY_NOTE]
-    if os.environ.get("ANTHROPIC_API_KEY") and not ctx.config["api_key_file"]:
-        notes.append("ANTHROPIC_API_KEY is set here but is NOT passed to the service: put the key in "
-                     "api_key_file (`tegbatchd config path`) or the OS keyring.")
+    if key.source:
+        notes.append(f"The service reads the API key from {key.source}.")
+    elif key.in_environment:
+        notes.append("ANTHROPIC_API_KEY is set here but is NOT passed to the service: install refuses until the "
+                     "service can read a key (--store-key writes it to api_key_file, 0600; or use the OS keyring).")
+    else:
+        notes.append(f"The service would have no API key ({key.problem}): install refuses until it has one.")
     return notes
+
+
+def _ensure_service_key(args, ctx) -> ServiceKey:
+    """The service must be able to authenticate: store the shell's key when asked (--store-key, or yes to
+    the prompt on a terminal), else refuse (exit 5) before anything is written."""
+    key = service_key(ctx)
+    if key.source:
+        return key
+    confirm = getattr(args, "confirm", None)
+    if key.in_environment and (args.store_key or (confirm is not None and confirm(
+            f"The service does not get ANTHROPIC_API_KEY. Write it to {key_file_target(ctx)} (mode 0600) "
+            "and point api_key_file at it?"))):
+        target = store_key(ctx)
+        ctx.say(f"wrote the API key to {target} (0600); api_key_file in {ctx.paths.config_file} names it")
+        key = service_key(ctx)
+        if key.source:
+            return key
+    raise _refusal(ctx, key)
 
 
 def cmd_install(args, ctx) -> int:
@@ -121,6 +220,7 @@ def cmd_install(args, ctx) -> int:
     start = manager.start_commands(unit_plan.start, next(iter(unit_plan.files)), restart=same_unit)
     if args.print_only:
         return _print_plan(ctx, unit_plan, prepare + start)
+    key = _ensure_service_key(args, ctx)
     if previous and not same_unit:
         say(f"replacing the installed {previous.get('variant')} ({previous.get('unit')})")
         _remove(say, previous, manager_for(previous["platform"]), keep=set(map(str, unit_plan.files)))
@@ -143,7 +243,7 @@ def cmd_install(args, ctx) -> int:
         say(f"{unit_plan.start}: {manager.state(unit_plan.start)}")
     else:
         _print_commands(say, manager, prepare + start)
-    for note in _key_notes(ctx):
+    for note in [*_key_notes(ctx, key), *unit_plan.notes]:
         say(note)
     return 0
 
@@ -161,7 +261,7 @@ def _print_plan(ctx, unit_plan: UnitPlan, start: list[list[str]]) -> int:
     say("# then run:")
     for argv in start:
         say(f"  {shlex.join(argv)}")
-    for note in _key_notes(ctx):
+    for note in [*_key_notes(ctx, service_key(ctx)), *unit_plan.notes]:
         say(f"# {note}")
     return 0
 
