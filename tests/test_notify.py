@@ -257,7 +257,11 @@ class FakeStore:
 
 class Ctx:
     def __init__(self, store):
+        import tempfile
+        from types import SimpleNamespace
+
         self.store = store
+        self.paths = SimpleNamespace(lock_dir=Path(tempfile.mkdtemp(prefix="tb-notices-")))  # notices.lock
 
 
 class ScriptedNotifier:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tegbatchd.locks import file_lock
 from tegbatchd.notify import Notice, Notifier
 
 log = logging.getLogger(__name__)
@@ -17,12 +18,22 @@ def _notice(row: dict) -> Notice:
                   urgency=row.get("urgency") or "normal")
 
 
-async def deliver_pending(ctx, notifier: Notifier) -> int:
+async def deliver_pending(ctx, notifier: Notifier, *, lock_wait: float = 0.0) -> int:
     """Given a context whose store has pending notices, send them; return how many were delivered.
 
     A notice is marked delivered only when send() confirms it; a failed one stays pending for the next
-    poll. Two failures in a row end the round (the rest wait, too).
+    poll. Two failures in a row end the round (the rest wait, too). One process delivers at a time (the
+    daemon, `poll --once`, `submit --wait` / `--now`): each notice is shown once however many try; a
+    process that finds the lock held for lock_wait seconds leaves the notices to the holder.
     """
+    with file_lock(ctx.paths.lock_dir / "notices.lock", wait=lock_wait) as mine:
+        if not mine:
+            log.info("another process is delivering the notices")
+            return 0
+        return await _deliver_locked(ctx, notifier)
+
+
+async def _deliver_locked(ctx, notifier: Notifier) -> int:
     pending = ctx.store.pending_notices()
     delivered = failures = 0
     for index, row in enumerate(pending):

@@ -3,12 +3,14 @@ dicts (what `--json` prints)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd import api as api_mod
 from tegbatchd.costs import recorded_cost
 from tegbatchd.engine.outcome import summarize
+from tegbatchd.locks import is_locked
 
 ARCHIVE_AFTER = timedelta(days=29)
 
@@ -38,15 +40,37 @@ def _batch_view(ctx, job: dict, batch: dict) -> dict:
             "standard_cost_usd": round(cost.standard, 4), "next": _next_command(job, batch)}
 
 
+def _folder(store, job: dict, written_folder: str | None) -> str | None:
+    """Where the job's files are: the folder of what it wrote, else of what it will write."""
+    if written_folder:
+        return written_folder
+    planned = [os.path.dirname(p) for p in store.job_output_paths(job["id"])]
+    return os.path.commonpath(planned) if planned else None
+
+
+def reconciling(ctx, job: dict) -> dict | None:
+    """Parts of a job recorded but not confirmed by the API (a killed or unclear create), and what will
+    send or reconcile them; None when there are none."""
+    open_parts = ctx.store.open_intents(job["id"])
+    if not open_parts:
+        return None
+    daemon = is_locked(ctx.paths.state_dir / "daemon.lock")
+    by = ("the running daemon, at its next poll" if daemon else
+          "the daemon's next poll (no daemon is running: `tegbatchd poll --once`, or `tegbatchd service install`)")
+    return {"parts": len(open_parts), "requests": sum(i["request_count"] for i in open_parts), "by": by,
+            "daemon_running": daemon}
+
+
 def job_view(ctx, job: dict) -> dict:
     store = ctx.store
     batches = [_batch_view(ctx, job, b) for b in store.batches_of_job(job["id"])]
-    summary = summarize(store, job)
+    summary = summarize(store, job, folder=True)
     stages = store.stages(job["id"])
     cost = recorded_cost(ctx.config, store.usage_by_model(job_id=job["id"]), batch=job["mode"] != "now")
     return {"id": job["id"], "kind": job["kind"], "title": job["title"], "state": job["state"],
             "mode": job["mode"],
             "created_at": job["created_at"], "data_root": job["data_root"],
+            "folder": _folder(store, job, summary.folder), "reconciling": reconciling(ctx, job),
             "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"]} for s in stages],
             "written": summary.written, "files_planned": summary.total, "pending": summary.in_flight,
             "failed": [f.custom_id for f in summary.failures],
@@ -83,29 +107,47 @@ def list_jobs(ctx, *, include_all: bool = False, refresh: bool = False) -> Views
 
 
 def status(ctx, ident: str) -> Views:
-    """One batch in detail, refreshed from the API when it answers."""
-    from tegbatchd.actions.targets import find_batch
+    """A batch, or every batch of a job, in detail (a job id, a batch id or a unique prefix), refreshed
+    from the API when it answers. Views.items: one batch view, or a job view whose batches are detailed."""
+    from tegbatchd.actions.targets import find_target
     from tegbatchd.polling import make_client
 
-    batch = find_batch(ctx, ident)
+    job, batch = find_target(ctx, ident)
     views = Views()
+    targets = [batch] if batch else ctx.store.batches_of_job(job["id"])
+    pending = [b for b in targets if b["local_state"] != "retrieved" or b["api_status"] != "ended"]
+    client = make_client(ctx)  # a bad key or endpoint is refused even when nothing needs the network
     try:
-        ctx.store.update_batch_status(make_client(ctx).retrieve(batch["id"]))
+        for b in pending:
+            ctx.store.update_batch_status(client.retrieve(b["id"]))
     except api_mod.AuthRejected:
         raise
     except api_mod.ApiError as exc:
         views.note = f"could not refresh: {exc}; showing what is recorded"
-    batch = ctx.store.get_batch(batch["id"])
-    job = ctx.store.get_job(batch["job_id"])
+    job = ctx.store.get_job(job["id"])
+    details = [_batch_detail(ctx, job, ctx.store.get_batch(b["id"]), refreshed=views.note is None)
+               for b in targets]
+    if batch:
+        views.items = details
+    else:
+        view = job_view(ctx, job)
+        view["batches"] = details
+        views.items = [view]
+    return views
+
+
+def _batch_detail(ctx, job: dict, batch: dict, *, refreshed: bool) -> dict:
     view = _batch_view(ctx, job, batch)
     rows = ctx.store.requests_of_batch(batch["id"])
     view["errored"] = [{"custom_id": c, "error_type": r["error_type"], "message": r["error_message"]}
                        for c, r in sorted(rows.items()) if r["outcome"] == "errored"]
+    view["not_succeeded"] = [{"custom_id": c, "outcome": r["outcome"], "error_type": r["error_type"],
+                              "message": r["error_message"], "retried": r["retried_by"] is not None}
+                             for c, r in sorted(rows.items()) if r["outcome"] not in (None, "succeeded")]
     view["truncated"] = sorted(c for c, r in rows.items() if r["stop_reason"] == "max_tokens")
     created = datetime.fromisoformat(batch["created_at"].replace("Z", "+00:00"))
     view["days_until_archived"] = max(0, (created + ARCHIVE_AFTER - datetime.now(UTC)).days)
     view["job"] = {"id": job["id"], "title": job["title"], "state": job["state"]}
-    view["refreshed"] = views.note is None
+    view["refreshed"] = refreshed
     view["created_at"], view["expires_at"] = batch["created_at"], batch["expires_at"]
-    views.items = [view]
-    return views
+    return view

@@ -220,3 +220,13 @@ def wait_for_job(ctx, job_id: str, client, on_line) -> str:
         if job["state"] != JobState.ACTIVE:
             return job["state"]
         time.sleep(interval)
+
+
+def notify_now(ctx) -> int:
+    """`--wait` and `--now`: deliver the job's notification at once (not at the daemon's next poll); it is
+    marked delivered, so nothing shows it again. Return how many notices went out."""
+    if not ctx.store.pending_notices():
+        return 0
+    from tegbatchd.notify_cli import deliver_now
+
+    return deliver_now(ctx)

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sqlite3
 import sys
 
@@ -34,6 +35,8 @@ COMMANDS = {
     "demo": "tegbatchd.cli.demo",
     "service": "tegbatchd.cli.service",
     "teg": "tegbatchd.cli.teg",
+    "open": "tegbatchd.cli.open_folder",
+    "completion": "tegbatchd.cli.completion",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -42,6 +45,11 @@ NO_CONFIG_COMMANDS = ("config", "emulator")
 
 # Flags of the old scripts, kept working: `tegbatchd --list-batches`, `tegbatchd --retrieve-batch ID`.
 LEGACY_TOP_LEVEL = {"--list-batches": ["list"], "--retrieve-batch": ["retrieve"]}
+# The old scripts' submit habits (generate_round_report.py --teg 10-17 --round 1-4 --use-batch --submit-only;
+# generate_tournament_commentary_v2.py --range 3 17 --batch-reports ...): the first flag picks the kind.
+LEGACY_SUBMIT = {"--teg": "round-reports", "--range": "tournament"}
+TOURNAMENT_ONLY = ("--range", "--batch-reports", "--main-report", "--brief-summary", "--satire")
+BATCH_FLAGS = ("--use-batch", "--submit-only")
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,7 +78,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _legacy(argv: list[str]) -> list[str]:
     if argv and argv[0] in LEGACY_TOP_LEVEL:
         return LEGACY_TOP_LEVEL[argv[0]] + argv[1:]
+    if argv and argv[0].split("=")[0] in LEGACY_SUBMIT:
+        return _legacy_submit(argv)
     return argv
+
+
+def _legacy_submit(argv: list[str]) -> list[str]:
+    """`tegbatchd --teg 10-17 --round 1-4 --use-batch --submit-only` → `tegbatchd submit round-reports --teg
+    10-17 --round 1-4`, saying the new form in one line. Submitting is always laptop-safe, so
+    --use-batch/--submit-only are dropped; --use-batch alone (the old "submit and wait") adds --wait."""
+    kind = "tournament" if any(a.split("=")[0] in TOURNAMENT_ONLY for a in argv) else LEGACY_SUBMIT[
+        argv[0].split("=")[0]]
+    rest = [a for a in argv if a not in BATCH_FLAGS]
+    if "--use-batch" in argv and "--submit-only" not in argv and "--wait" not in rest:
+        rest.append("--wait")
+    new = ["submit", kind, *rest]
+    urgent = "" if any(a in argv for a in BATCH_FLAGS) or "--now" in rest else \
+        " (a batch, half price; add --now for the standard API at once)"
+    print(f"note: the old flags mean `tegbatchd {shlex.join(new)}`{urgent} — use that from now on", file=sys.stderr)
+    return new
 
 
 def main(argv: list[str] | None = None) -> int:

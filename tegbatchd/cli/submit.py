@@ -54,7 +54,10 @@ def cmd_submit_requests(args, ctx) -> int:
 
 def cmd_submit_teg(args, ctx) -> int:
     result = actions.submit_teg(ctx, args.teg_kind, args)
-    return result if isinstance(result, int) else _show(ctx, result, args)
+    if isinstance(result, int):  # --now: the job ran here; its notification is shown now
+        actions.notify_now(ctx)
+        return result
+    return _show(ctx, result, args)
 
 
 def _show(ctx, report, args) -> int:
@@ -64,6 +67,7 @@ def _show(ctx, report, args) -> int:
     if args.wait and code == 0:
         state = actions.wait_for_job(ctx, report.job_id, report.client, ctx.say)
         ctx.say(f"Done: {report.title} — {state}")
+        actions.notify_now(ctx)
         return 0 if state == "done" else EXIT_FAILED
     return code
 
