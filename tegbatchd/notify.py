@@ -299,3 +299,61 @@ def send_sync(notifier: Notifier, notice: Notice, timeout: float = SEND_TIMEOUT)
             await close_notifier(notifier)
 
     return asyncio.run(once())
+
+
+# --- what `doctor` says of notifications -----------------------------------------------------------------
+def notification_server(address: str, timeout: float = 3.0) -> tuple[str | None, str | None]:
+    """(name and version of the notification server on the session bus at address, None), or (None, why
+    there is none). Asks GetServerInformation, as a send would reach it (a server D-Bus starts counts)."""
+
+    async def ask() -> tuple[str | None, str | None]:
+        from dbus_fast import Message, MessageType
+        from dbus_fast.aio import MessageBus
+
+        bus = await MessageBus(bus_address=address).connect()
+        try:
+            reply = await bus.call(Message(destination="org.freedesktop.Notifications",
+                                           path="/org/freedesktop/Notifications",
+                                           interface="org.freedesktop.Notifications", member="GetServerInformation"))
+        finally:
+            bus.disconnect()
+        if reply is None or reply.message_type == MessageType.ERROR:
+            return None, f"no notification server answers on the session bus ({getattr(reply, 'error_name', '')})"
+        name, _vendor, version, _spec = reply.body
+        return f"{name} {version}", None
+
+    async def bounded() -> tuple[str | None, str | None]:
+        return await asyncio.wait_for(ask(), timeout)
+
+    try:
+        return asyncio.run(bounded())
+    except Exception as exc:  # noqa: BLE001 - no bus, a dead socket, no dbus-fast: each is an answer
+        return None, f"the session bus {address} does not answer ({type(exc).__name__}: {exc})"[:200]
+
+
+def backend_description(config: Any, *, system: str | None = None, environ: dict | None = None) -> tuple[str, str]:
+    """(kind, detail) of what a notification from this process would become: "desktop" (a server that
+    answers, named), "log fallback" (and why), "no server" (notices wait until one answers) or "disabled".
+    Logs nothing and changes no environment."""
+    system = system or sys.platform
+    env = dict(os.environ if environ is None else environ)
+    if _section(config).get("enabled") is False:
+        return "disabled", "notifications are disabled in the config"
+    was, log.disabled = log.disabled, True
+    try:
+        notifier = make_notifier(config, system=system, environ=env)
+    finally:
+        log.disabled = was
+    if isinstance(notifier, LogNotice):
+        return "log fallback", notifier.reason
+    if isinstance(notifier, OsascriptNotice):
+        return "desktop", "osascript (outside an app bundle: shown, but a click opens nothing)"
+    if system.startswith("linux") or "bsd" in system:
+        address = env.get("DBUS_SESSION_BUS_ADDRESS") or ""
+        if not address:
+            return "no server", "no session bus address (DISPLAY only): notices wait until a bus answers"
+        server, why = notification_server(address)
+        if server is None:
+            return "no server", f"{why}: notices wait (pending) until one answers"
+        return "desktop", f"{server} on the session bus ({address})"
+    return "desktop", "the system's notification center"

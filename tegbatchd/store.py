@@ -35,6 +35,7 @@ from tegbatchd.errors import EXIT_STATE, UserError
 from tegbatchd.paths import FILE_MODE
 
 BUSY_TIMEOUT_MS = 60_000
+DatabaseError = sqlite3.DatabaseError  # what a damaged database raises, for modules that hold no SQL
 TERMINAL_JOB_STATES = tuple(str(s) for s in (JobState.DONE, JobState.PARTIAL, JobState.FAILED, JobState.CANCELED))
 
 
@@ -826,6 +827,31 @@ class Store:
         out = {k: v for k, v in zip(("pending", *_OUTCOMES), row[:5], strict=True) if v}
         out["written"] = row[5] or 0
         return out
+
+    # --- health (doctor) ---------------------------------------------------------------------------
+    def integrity(self) -> tuple[list[str], int]:
+        """PRAGMA quick_check's findings (["ok"] when sound; at most 10 lines) and the bytes the database
+        takes on disk, its WAL included."""
+        findings = [r[0] for r in self.conn.execute("PRAGMA quick_check(10)")]
+        size = sum(os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal")
+                   if os.path.exists(f"{self.path}{suffix}"))
+        return findings, size
+
+    def pending_overview(self) -> dict[str, Any]:
+        """What waits: active and blocked jobs (id, title, state, reason), open intents, unretrieved batches
+        and the earliest next poll among those still running on the API."""
+        jobs = self._all("SELECT id, title, state, blocked_reason FROM jobs WHERE state IN (?,?) ORDER BY created_at",
+                         (JobState.ACTIVE, JobState.BLOCKED))
+        row = self.conn.execute(
+            "SELECT (SELECT count(*) FROM intents WHERE state=?),"
+            " (SELECT count(*) FROM batches WHERE local_state IN (?,?)),"
+            " (SELECT count(*) FROM batches WHERE local_state IN (?,?) AND api_status='ended'),"
+            " (SELECT min(coalesce(next_poll_at, created_at)) FROM batches WHERE local_state IN (?,?)"
+            "  AND api_status!='ended')",
+            (IntentState.OPEN, BatchState.SUBMITTED, BatchState.RETRIEVING, BatchState.SUBMITTED,
+             BatchState.RETRIEVING, BatchState.SUBMITTED, BatchState.RETRIEVING)).fetchone()
+        return {"jobs": jobs, "open_intents": row[0], "batches": row[1], "ended_unretrieved": row[2],
+                "next_poll_at": row[3]}
 
     # --- events, notices, daemon state ------------------------------------------------------------
     def add_event(self, kind: str, message: str, *, job_id: str | None = None, batch_id: str | None = None) -> None:

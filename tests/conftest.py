@@ -26,6 +26,7 @@ def _isolated_home(tmp_path, monkeypatch):
     """Every test gets its own state/config/log dirs and no inherited API settings."""
     home = tmp_path / "home"
     monkeypatch.setenv("TEGBATCHD_HOME", str(home))
+    monkeypatch.setenv("TEGBATCHD_VERSION_URL", "off")  # `doctor` asks no package index (tests: a local one)
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "TEGBATCHD_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     yield home

@@ -230,6 +230,21 @@ def test_real_manager_runs_the_installed_daemon(user_manager):  # noqa: F811
     status = user_manager.run([*TEGBATCHD, "service", "status"], env=env).stdout
     assert "tegbatchd.service: active" in status
 
+    def doctor() -> tuple[int, dict]:  # offline: a dead loopback port, no package index
+        done = user_manager.run([*TEGBATCHD, "doctor", "--json"], check=False, env={
+            **env, "ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "TEGBATCHD_VERSION_URL": "off"})
+        return done.returncode, {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+    code, checks = doctor()
+    assert checks["service"] == {"name": "service", "status": "ok", "fix": None,
+                                 "detail": "the daemon (tegbatchd.service) is active"}
+    assert checks["key"]["status"] == "ok" and code == 0
+    user_manager.systemctl("stop", "tegbatchd.service")
+    code, checks = doctor()
+    assert code == 1 and checks["service"]["status"] == "fail"
+    assert checks["service"]["detail"] == "the daemon (tegbatchd.service) is installed but inactive"
+    assert "journalctl --user -u tegbatchd.service" in checks["service"]["fix"]
+
     out = user_manager.run([*TEGBATCHD, "service", "uninstall"], env=env).stdout
     assert "ran: systemctl --user disable --now tegbatchd.service" in out
     assert user_manager.systemctl("is-active", "tegbatchd.service", check=False).stdout.strip() == "inactive"

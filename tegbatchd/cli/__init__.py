@@ -34,6 +34,7 @@ COMMANDS = {
     "daemon": "tegbatchd.cli.daemon",
     "demo": "tegbatchd.cli.demo",
     "service": "tegbatchd.cli.service",
+    "doctor": "tegbatchd.cli.doctor",
     "teg": "tegbatchd.cli.teg",
     "open": "tegbatchd.cli.open_folder",
     "completion": "tegbatchd.cli.completion",

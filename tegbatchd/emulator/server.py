@@ -56,6 +56,10 @@ class Handler(TransportHandler):
     server: EmulatorServer
     base_url = ""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header follows the emulated clock (`/_emulator/advance` moves it, as a skewed clock would)."""
+        return super().date_time_string(self.server.store.clock.now() if timestamp is None else timestamp)
+
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
         self.dispatch("GET")
 
