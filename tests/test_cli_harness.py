@@ -40,7 +40,11 @@ def test_the_demo_runs_in_process_on_its_own_emulator_without_a_key_in_the_envir
     assert result.code == 0, result.err
     shown = _last_json(result.out)  # (its submit step prints its own JSON first)
     assert shown["state"] == "done" and len(shown["files"]) == 33
-    assert [p.name.startswith("tegbatchd-demo-") for p in cli_tmp.iterdir()] == [True]  # its own state
+    assert sorted(shown["files"]) == sorted(str(p) for p in reports.rglob("*.md"))  # every file it wrote, once
+    text = cli("demo", "--process-seconds", "0", "--data-dir", str(tmp_path / "again"))
+    assert text.code == 0 and "ready — 33 files" in text.out and "done in " in text.out
+    assert " s — 33 files under " in text.out and text.out.count("\n  commentary/") == 33
+    assert [p.name.startswith("tegbatchd-demo-") for p in cli_tmp.iterdir()] == [True, True]  # its own state
 
 
 def _last_json(text: str):

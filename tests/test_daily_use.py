@@ -214,6 +214,7 @@ def test_bash_completion_gives_the_subcommands_and_flags(cli, tmp_path):
 @pytest.mark.parametrize("teg", ["17"])
 def test_one_file_count_in_the_notice_list_status_and_on_disk(api_cli, real_data, teg):
     cli, emu = api_cli("--process-seconds", "0")
+    write_config(Path(cli.env["TEGBATCHD_HOME"]), notifications={"stage_submitted": True})
     sub = cli("submit", "round-reports", "--teg", teg, "--round", "1-2", "--json", check=True).json()
     for _ in range(6):
         cli("poll", "--once", check=True)
@@ -224,9 +225,10 @@ def test_one_file_count_in_the_notice_list_status_and_on_disk(api_cli, real_data
     from tegbatchd.store import Store
 
     store = Store.open(Path(cli.env["TEGBATCHD_HOME"]) / "state" / "state.db")
-    titles = [n["title"] for n in store.notices()]
+    notices = [(n["title"], n["body"]) for n in store.notices()]
     store.close()
-    assert titles == [f"{job['title']} ready — 6 files"]
+    assert notices[0] == (f"{job['title']}: narrative submitted", "2 requests; 2 of 6 files written so far")
+    assert [title for title, _ in notices[1:]] == [f"{job['title']} ready — 6 files"]
     assert "written 6, pending 0" in cli("list", check=True).out
     status = cli("status", sub["job_id"], check=True).out
     assert status.splitlines()[0].endswith("[done]  6 of 6 files written, pending 0, failed 0")

@@ -7,6 +7,7 @@ state (never the person's real one) and leaves nothing running.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -71,16 +72,17 @@ def cmd_demo(args, ctx) -> int:
                 say(f"  {change}")
             job = demo.store.get_job(job["id"])
         progress = summarize(demo.store, job)
-        files = sorted(p for p in (data_root / "commentary").rglob("*.md"))
+        files = sorted({Path(out) for _, out in demo.store.job_written_outputs(job["id"])}  # every file the
+                       | {Path(f) for f in demo.store.job_files(job["id"])})            # job wrote: one count
         delivered, real = _notify(demo)
         elapsed = time.monotonic() - started
         if args.json:
             demo.emit_json({"job_id": job["id"], "state": job["state"], "data_root": str(data_root),
                             "files": [str(f) for f in files], "notified": delivered, "seconds": round(elapsed, 1)})
             return 0 if job["state"] == "done" else 1
-        say(f"\n{job['title']}: {job['state']} in {elapsed:.0f} s — {len(files)} files under {data_root}:")
+        say(f"\n{job['title']}: {job['state']} in {elapsed:.0f} s — {progress.written} files under {data_root}:")
         for f in files:
-            say(f"  {f.relative_to(data_root)}")
+            say(f"  {os.path.relpath(f, data_root.resolve())}")
         if progress.failures:
             say(f"Failed: {', '.join(f.custom_id for f in progress.failures)}")
         say("\nDesktop notification: " + ("sent." if delivered and real else

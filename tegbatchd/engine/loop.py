@@ -225,8 +225,13 @@ def _build(ctx, job: dict, stage: dict, sender: Sender, emit) -> Event:
     ids = store.record_stage(stage["id"], intents, plan.notes, intent_state=sender.intent_state)
     batch_ids, deferred = sender.send(ctx, job, ids)
     if batch_ids and ctx.config["notifications"]["stage_submitted"] and stage["seq"] > 0:
+        from tegbatchd.engine.outcome import summarize
+
+        so_far = summarize(store, job)  # the same file count as `list` and the ready notice
         store.add_notice(f"stage:{job['id']}:{stage['seq']}:{ids[0]}", "stage_submitted",
-                         f"{job['title']}: {stage['name']} submitted", f"{count} requests", job_id=job["id"])
+                         f"{job['title']}: {stage['name']} submitted",
+                         f"{count} requests; {so_far.written} of {so_far.total} files written so far",
+                         job_id=job["id"])
     return StageSubmitted(job["title"], stage["name"], count, tuple(batch_ids), tuple(deferred), tuple(plan.notes))
 
 
