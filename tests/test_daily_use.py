@@ -50,6 +50,7 @@ def test_status_and_retrieve_take_a_job_id_or_a_unique_prefix(api_cli, tmp_path,
     assert by_prefix["id"] == job and [b["id"] for b in by_prefix["batches"]] == [batch]
     assert "Retrieved 3/3 successful" in cli("retrieve", job[:-2], check=True).out
     assert len(list((data_root / "commentary" / "misc").iterdir())) == 3
+    assert "a job id or a batch id, whole or a unique prefix of 6+" in " ".join(cli("--help").out.split())
     for command in ("status", "retrieve", "cancel", "retry"):  # the help says what ID may be
         assert "a job id" in cli(command, "--help", check=True).out and "prefix" in cli(command, "--help").out
 
@@ -199,6 +200,7 @@ def test_bash_completion_gives_the_subcommands_and_flags(cli, tmp_path):
     assert complete("submit", "") == ["requests", "round-reports", "tournament"]
     assert complete("submit", "round-reports", "--st") == ["--story-notes-only"]
     assert complete("list", "--u") == ["--utc"]
+    assert complete("completion", "") == ["bash", "fish", "zsh"]
     assert complete("-v", "service", "") == ["install", "status", "uninstall"]
     assert "bashcompinit" in cli("completion", "zsh", check=True).out
     fish = cli("completion", "fish", check=True).out

@@ -66,6 +66,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="tegbatchd",
         description="Laptop-safe Anthropic Message Batches: submit, close the laptop, get notified when "
         "the reports are written.",
+        epilog="Wherever a command takes an ID: a job id or a batch id, whole or a unique prefix of 6+ "
+        "characters. Times are local (the zone named; --utc for UTC).",
     )
     parser.add_argument("--version", action="version", version=f"tegbatchd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")

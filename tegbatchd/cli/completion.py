@@ -43,6 +43,8 @@ def command_tree(parser: argparse.ArgumentParser, path: str = "") -> dict[str, t
                 tree.update(command_tree(child, f"{path} {name}".strip()))
         elif action.help != argparse.SUPPRESS:
             flags += [o for o in action.option_strings if o.startswith("--") or o == "-v"]
+            if not action.option_strings and action.choices:  # a positional with fixed values (SHELL)
+                subs += [str(c) for c in action.choices]
     tree[path] = (subs, flags)
     return tree
 
