@@ -51,24 +51,26 @@ class Cli:
     """Runs the `tegbatchd` command with a given environment and working directory, as a person would.
 
     By default `tegbatchd.cli.main(argv)` runs in this process (the real SDK still talks HTTP to the
-    emulator subprocess). `subprocess=True` (per call, or for the whole Cli) runs `python -m tegbatchd`
-    instead, for tests where the process itself is what is tested: start-up, kills, races, signals.
+    emulator subprocess). In tests marked `proc_cli` (kills, races, signals: the process is what is tested)
+    every call is a real process forked from the warm fork server (tests/support/forkserver.py).
+    `subprocess=True` (per call) execs a fresh `python -m tegbatchd`, interpreter start-up included.
     """
 
-    def __init__(self, env: dict, cwd: Path, *, subprocess: bool = False):
+    def __init__(self, env: dict, cwd: Path, *, subprocess: bool = False, forked: bool = False):
         self.env = env
         self.cwd = cwd
         self.subprocess = subprocess
+        self.forked = forked
 
     def bound(self, **env) -> Cli:
         """The same CLI with more environment variables."""
-        return Cli({**self.env, **env}, self.cwd, subprocess=self.subprocess)
+        return Cli({**self.env, **env}, self.cwd, subprocess=self.subprocess, forked=self.forked)
 
     def __call__(self, *args: str, check: bool | None = None, timeout: float = 120,
                  subprocess: bool | None = None, **env) -> Result:
         full_env = {**self.env, **{k: str(v) for k, v in env.items()}}
         in_subprocess = self.subprocess if subprocess is None else subprocess
-        run = _run_subprocess if in_subprocess else _run_in_process
+        run = _run_subprocess if in_subprocess else _run_forked if self.forked else _run_in_process
         result = run(list(args), full_env, self.cwd, timeout)
         if check is True and result.code != 0:
             raise AssertionError(f"tegbatchd {' '.join(args)} failed ({result.code}):\n{result.out}\n{result.err}")
@@ -79,6 +81,18 @@ def _run_subprocess(argv: list[str], env: dict, cwd: Path, timeout: float) -> Re
     proc = subprocess.run([sys.executable, "-m", "tegbatchd", *argv], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _run_forked(argv: list[str], env: dict, cwd: Path, timeout: float) -> Result:
+    from tests.support.forkserver import spawn
+
+    proc = spawn(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return Result(proc.wait(), out, err)
 
 
 def _exit_code(exc: SystemExit, err: io.StringIO) -> int:
@@ -160,17 +174,17 @@ def cli_tmp(tmp_path) -> Path:
 
 @pytest.fixture
 def cli(request, tmp_path, data_root, _isolated_home, cli_tmp) -> Cli:
-    """The command, in this process; in a subprocess for tests marked `proc_cli` (see Cli)."""
+    """The command, in this process; a real (forked) process for tests marked `proc_cli` (see Cli)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env.update(TEGBATCHD_HOME=str(_isolated_home), TEGBATCHD_DATA_DIR=str(data_root), PYTHONUNBUFFERED="1",
                TMPDIR=str(cli_tmp))
-    return Cli(env, tmp_path, subprocess=request.node.get_closest_marker("proc_cli") is not None)
+    return Cli(env, tmp_path, forked=request.node.get_closest_marker("proc_cli") is not None)
 
 
 @pytest.fixture
 def proc_cli(cli) -> Cli:
-    """The command as a real `python -m tegbatchd` process on every call."""
-    return Cli(cli.env, cli.cwd, subprocess=True)
+    """The command as a real process (forked from the warm fork server) on every call."""
+    return Cli(cli.env, cli.cwd, forked=True)
 
 
 @pytest.fixture

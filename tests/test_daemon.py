@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import TEST_KEY, assert_own_answer, request_params, write_requests
+from tests.support.forkserver import Forked, spawn
 
 TEMPLATE = "commentary/misc/{custom_id}.md"
 
@@ -138,10 +139,11 @@ def test_network_trouble_is_logged_once_per_episode(api_cli, tmp_path, monkeypat
     assert len(problems) == 1
 
 
-def _start_daemon(cli, extra_env=None) -> subprocess.Popen:
+def _start_daemon(cli, extra_env=None) -> Forked:
+    """A real daemon process (forked from the warm fork server: its signals and locks are what is tested)."""
     env = {**cli.env, **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tegbatchd", "daemon", "--heartbeat", "0.2"], env=env,
-                            cwd=cli.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return spawn(["daemon", "--heartbeat", "0.2"], env=env, cwd=cli.cwd, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, text=True)
 
 
 def test_a_second_daemon_refuses_to_start(cli, _isolated_home):

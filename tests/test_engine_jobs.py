@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 from tests.conftest import TEST_KEY, write_requests
 from tests.support.emulator import running_emulator
+from tests.support.forkserver import spawn
 
 RR = "commentary/round_reports"
 
@@ -99,9 +99,8 @@ def test_two_retries_at_once_send_each_failed_request_once(cli, tmp_path, data_r
         assert job["state"] == "failed"
         assert emu.stop() == 0
         emu = stack.enter_context(running_emulator("--port", port, "--process-seconds", "0", "--state", str(state)))
-        procs = [subprocess.Popen([sys.executable, "-m", "tegbatchd", "retry", job["id"], "--json"],
-                                  env=bound.env, cwd=bound.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+        procs = [spawn(["retry", job["id"], "--json"], env=bound.env, cwd=bound.cwd, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True) for _ in range(2)]
         results = [p.communicate(timeout=120) for p in procs]
         assert all(p.returncode == 0 for p in procs), results
         assert emu.stats()["calls"]["create"] == 1

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import Cli, assert_own_answer, request_params
+from tests.support.forkserver import Forked, spawn
 
 HARNESS = Path(__file__).with_name("harness.py")
 TEMPLATE = "commentary/misc/{custom_id}.md"
@@ -84,6 +83,7 @@ def assert_delivered(folder: Path, reqs: Path, data_root: Path) -> None:
     assert temp_files(data_root) == []
 
 
-def harness(cli: Cli, *args: str, **popen) -> subprocess.Popen:
-    """Start tests/reliability/harness.py with the CLI's environment (see its docstring for args)."""
-    return subprocess.Popen([sys.executable, str(HARNESS), *args], env=cli.env, cwd=cli.cwd, **popen)
+def harness(cli: Cli, *args: str, **streams) -> Forked:
+    """Start tests/reliability/harness.py with the CLI's environment (see its docstring for args), as a real
+    process forked from the warm fork server (tests/support/forkserver.py); streams as Popen takes them."""
+    return spawn(list(args), env=cli.env, cwd=cli.cwd, harness=True, **streams)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 from tests.conftest import write_requests
 from tests.reliability.support import assert_delivered, notices, query
+from tests.support.forkserver import spawn
 
 BATCHES = 4 + 3 + 6
 SDK_ATTEMPTS = 3  # the SDK's 2 retries: at most this many HTTP calls per logical call
@@ -58,9 +58,8 @@ def test_daemon_backs_off_from_an_api_that_only_fails(api_cli, tmp_path, data_ro
     cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 3)), "--output", "x/{custom_id}.md",
         check=True)
     _, failing = api_cli("--fault-rate", "1")
-    daemon = subprocess.Popen([sys.executable, "-m", "tegbatchd", "daemon", "--heartbeat", "0.2"],
-                              env={**cli.env, "ANTHROPIC_BASE_URL": failing.url}, cwd=cli.cwd,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    daemon = spawn(["daemon", "--heartbeat", "0.2"], env={**cli.env, "ANTHROPIC_BASE_URL": failing.url},
+                   cwd=cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while failing.stats()["calls"]["list"] == 0:

@@ -21,7 +21,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import traceback
 from collections import Counter
@@ -32,8 +31,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES, TEST_KEY, _run_in_process, assert_own_answer
-from tests.reliability.support import HARNESS, query, temp_files
+from tests.reliability.support import query, temp_files
 from tests.support.emulator import running_emulator
+from tests.support.forkserver import Forked, spawn
 
 pytestmark = pytest.mark.proc_cli
 
@@ -77,15 +77,14 @@ class Trial:
                    TMPDIR=str(self.folder / "tmp"), ANTHROPIC_API_KEY=TEST_KEY, ANTHROPIC_BASE_URL=url)
         return env
 
-    def start(self, *argv: str, harness: tuple[str, ...] = ()) -> subprocess.Popen:
-        """`tegbatchd ARGV` as a process (through the harness with harness arguments)."""
+    def start(self, *argv: str, harness: tuple[str, ...] = ()) -> Forked:
+        """`tegbatchd ARGV` as a real process forked from the warm fork server (through the kill harness with
+        harness arguments)."""
         self.procs += 1
-        log = (self.folder / f"proc-{self.procs}.log").open("w")
-        if harness:
-            cmd = [sys.executable, str(HARNESS), *harness, "--", *argv]
-        else:
-            cmd = [sys.executable, "-m", "tegbatchd", *argv]
-        return subprocess.Popen(cmd, env=self.env(self.url), cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+        log = self.folder / f"proc-{self.procs}.log"
+        args = [*harness, "--", *argv] if harness else list(argv)
+        return spawn(args, env=self.env(self.url), cwd=self.folder, harness=bool(harness), stdout=log,
+                     stderr=subprocess.STDOUT)
 
     def run_cli(self, *argv: str, ok: tuple[int, ...] = (0,)) -> int:
         """A clean command, in this process (the test's lanes take turns): no kill, no start-up cost."""

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 
 from tests.conftest import TEST_KEY, write_requests
 from tests.reliability.support import assert_delivered
 from tests.support.emulator import running_emulator
+from tests.support.forkserver import spawn
 
 PROBLEM = "API problem, backing off"
 BACK = "API reachable again"
@@ -40,8 +40,8 @@ def test_daemon_rides_out_two_outages_and_catches_up(cli, tmp_path, data_root, _
         bound = type(cli)(env, cli.cwd)
         batch = bound("submit", "requests", str(reqs), "--output", "commentary/misc/{custom_id}.md", "--json",
                       check=True).json()["batch_ids"][0]
-        daemon = subprocess.Popen([sys.executable, "-m", "tegbatchd", "daemon", "--heartbeat", "0.2"], env=env,
-                                  cwd=cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        daemon = spawn(["daemon", "--heartbeat", "0.2"], env=env, cwd=cli.cwd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
         stack.callback(lambda: daemon.poll() is None and daemon.kill())
         _until(lambda: emu.stats()["calls"]["list"] > 0, "the first poll", daemon=daemon)
 

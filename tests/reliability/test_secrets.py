@@ -7,12 +7,12 @@ from __future__ import annotations
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.conftest import Cli, write_requests
 from tests.reliability.support import TEMPLATE, assert_delivered
+from tests.support.forkserver import spawn
 
 KEY = "sk-ant-FAKE-7f3a9c-LEAKCANARY"
 FRAGMENTS = (KEY.encode(), b"7f3a9c", b"LEAKCANARY")
@@ -24,9 +24,8 @@ def _daemon(cli: Cli, log: Path, logged: str, env: dict | None = None) -> tuple[
         return log.read_text().count(logged) if log.exists() else 0
 
     before = count()
-    proc = subprocess.Popen([sys.executable, "-m", "tegbatchd", "-v", "daemon", "--heartbeat", "0.2"],
-                            env={**cli.env, **(env or {})}, cwd=cli.cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn(["-v", "daemon", "--heartbeat", "0.2"], env={**cli.env, **(env or {})}, cwd=cli.cwd,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while count() == before:
         if proc.poll() is not None or time.monotonic() > deadline:
