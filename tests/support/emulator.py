@@ -5,12 +5,16 @@
         batch = client.messages.batches.create(requests=[...])
         emu.finish(batch.id); assert emu.stats()["calls"]["create"] == 1
 
-The subprocess and its admin helpers are tegbatchd.emulator.launcher's; this adds the exit-code check
-and the SDK client.
+The admin helpers are tegbatchd.emulator.launcher's (the product's one launcher, exec'ing a fresh
+interpreter, is still what `demo` and the benchmarks use and what tests/test_emulator_lifecycle.py
+starts); here the emulator process is forked from the warm fork server. This adds the exit-code check and
+the SDK client.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,19 +22,34 @@ from typing import Any
 import anthropic
 
 from tegbatchd.emulator.launcher import EmulatorProcess as Emulator
+from tegbatchd.emulator.launcher import EmulatorStartError
+from tests.support.forkserver import spawn
 
 API_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}  # for raw HTTP calls to the API
 
-__all__ = ["API_HEADERS", "Emulator", "running_emulator", "sdk_client"]
+__all__ = ["API_HEADERS", "Emulator", "running_emulator", "sdk_client", "start_emulator"]
+
+
+def start_emulator(*args: str, env: dict | None = None) -> Emulator:
+    """`tegbatchd emulator --port 0 *args` as a real process forked from the warm fork server
+    (tests/support/forkserver.py: no interpreter start-up per emulator), with the launcher's admin helpers.
+
+    `env` adds to (or overrides) the current environment of the process.
+    """
+    proc = spawn(["emulator", "--port", "0", *args], env={**os.environ, **(env or {})}, cwd=os.getcwd(),
+                 stdout=subprocess.PIPE)
+    first = proc.first_line()
+    emulator = Emulator(first, proc)  # type: ignore[arg-type]  # Popen's interface, as the launcher uses it
+    if not first.startswith("http://"):
+        code = emulator.stop()
+        raise EmulatorStartError(f"the emulator did not start (exit {code}, first line {first!r})")
+    return emulator
 
 
 @contextmanager
 def running_emulator(*args: str, env: dict | None = None) -> Iterator[Emulator]:
-    """Start `python -m tegbatchd emulator --port 0 *args` and yield it; on exit stop it and assert exit 0.
-
-    `env` adds to (or overrides) the current environment of the subprocess.
-    """
-    emulator = Emulator.start(*args, env=env)
+    """Start an emulator (start_emulator) and yield it; on exit stop it and assert exit 0."""
+    emulator = start_emulator(*args, env=env)
     try:
         yield emulator
     finally:

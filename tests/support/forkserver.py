@@ -46,6 +46,7 @@ class Forked:
     def __init__(self, pid: int, status: Path, args: list[str], pipes: dict[str, Path], text: bool):
         self.pid, self.args, self._status, self._pipes, self._text = pid, args, status, pipes, text
         self.returncode: int | None = None
+        self.stdout = None  # as a Popen without stdout=PIPE (what went there is read by communicate/first_line)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -74,6 +75,16 @@ class Forked:
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
+
+    def first_line(self, timeout: float = 120.0) -> str:
+        """The first line written to stdout (given as PIPE): waits for it, or for the process to end."""
+        path = self._pipes["stdout"]
+        deadline = time.monotonic() + timeout
+        while True:
+            data = path.read_bytes() if path.exists() else b""
+            if b"\n" in data or self.poll() is not None or time.monotonic() > deadline:
+                return data.split(b"\n", 1)[0].decode(errors="replace")
+            time.sleep(0.005)
 
     def communicate(self, timeout: float | None = None) -> tuple[Any, Any]:
         """Wait, then what went to the streams given as subprocess.PIPE (None for the others)."""
@@ -165,6 +176,8 @@ def _preload() -> None:
     import tegbatchd.api  # noqa: F401
     import tegbatchd.cli
     import tegbatchd.daemon  # noqa: F401
+    import tegbatchd.emulator.cli  # noqa: F401
+    import tegbatchd.emulator.server  # noqa: F401
     import tegbatchd.polling  # noqa: F401
     import tegbatchd.retrieval  # noqa: F401
     import tegbatchd.submission  # noqa: F401
