@@ -234,3 +234,23 @@ def test_one_file_count_in_the_notice_list_status_and_on_disk(api_cli, real_data
     assert "written 6, pending 0" in cli("list", check=True).out
     status = cli("status", sub["job_id"], check=True).out
     assert status.splitlines()[0].endswith("[done]  6 of 6 files written, pending 0, failed 0")
+
+
+@pytest.mark.parametrize("point", ["created:1", "stage-recorded:1"])
+def test_after_a_kill_during_submit_list_and_status_say_reconciling(api_cli, tmp_path, data_root, point):
+    """Killed (SIGKILL) once the create was answered but before its batch id was recorded, or before the
+    create was sent: `list` and `status` say "reconciling" and what does it; the next poll does, once."""
+    from tests.reliability.support import harness
+
+    cli, emu = api_cli("--process-seconds", "0")
+    reqs = write_requests(tmp_path / "r.jsonl", 2)
+    proc = harness(cli, "--kill-at", point, "--", "submit", "requests", str(reqs), "--output", TEMPLATE,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert proc.wait(120) == -9
+    job = cli("list", "--json", check=True).json()["jobs"][0]
+    assert job["batches"] == [] and job["reconciling"]["parts"] == 1
+    assert "    reconciling: 1 part(s) (2 requests) recorded, not confirmed by the API" in cli("list", check=True).out
+    assert "reconciling: 1 part(s)" in cli("status", job["id"], check=True).out
+    cli("poll", "--once", check=True)
+    assert "reconciling" not in cli("list", check=True).out
+    assert emu.stats()["batches_created"] == 1 and len(list((data_root / "commentary" / "misc").iterdir())) == 2
