@@ -50,10 +50,47 @@ class RequestsFile:
         return None  # what the file held when it was recorded: the requests table says
 
 
+class ImportedBatch:
+    """A batch the old scripts created, adopted by `tegbatchd import`: one stage, recorded as submitted with
+    its batch; its requests are learned from its results, each written where `output_for` says."""
+
+    kind = "import"
+
+    def title(self, spec: dict) -> str:
+        return f"{spec['label']} (imported {spec['batch_id']})"
+
+    def stages(self, spec: dict) -> list[str]:
+        return ["imported"]
+
+    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> Any:
+        from tegbatchd.teg.pipelines import StagePlan
+
+        return StagePlan()  # never built: the batch exists already
+
+    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> list[Path]:
+        return []
+
+    def planned_outputs(self, spec: dict) -> list[str] | None:
+        return None
+
+    def output_for(self, spec: dict, custom_id: str) -> str | None:
+        """Where a result goes (relative to the data root): the --output template, else the old scripts'
+        place for a TEG custom_id; None for a custom_id neither knows."""
+        if spec.get("output"):
+            from tegbatchd.outputs import render_output
+
+            return render_output(spec["output"], custom_id=custom_id, index=0)
+        from tegbatchd.teg.pipelines import legacy_output
+
+        return legacy_output(custom_id)
+
+
 def get_pipeline(kind: str) -> Pipeline:
     """The pipeline object for a job kind."""
     if kind == "requests":
         return RequestsFile()
+    if kind == "import":
+        return ImportedBatch()
     from tegbatchd.teg.pipelines import PIPELINES
 
     return PIPELINES[kind]

@@ -14,7 +14,7 @@ from tegbatchd.errors import UserError
 from tegbatchd.locks import file_lock
 from tegbatchd.outputs import message_text
 from tegbatchd.paths import ensure_dir, write_private
-from tegbatchd.store import now_iso
+from tegbatchd.store import RetrievalRow, now_iso
 from tegbatchd.writer import UnsafePath, Writer, Written
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         intent_id = batch["intent_id"]
         rewritten = _verify_written(store, intent_id)
         total, open_count = store.intent_open_count(intent_id)
+        unlearned = max(0, batch["request_count"] - total)  # an imported batch: requests its results will name
+        total, open_count = total + unlearned, open_count + unlearned
         if batch["api_status"] != "ended":
             info = client.retrieve(batch_id)  # NotFound just after create: raised, the caller tries later
             store.update_batch_status(info)
@@ -146,14 +148,21 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         job = store.get_job(batch["job_id"])
         writer = Writer(job["data_root"], recorded=store.recorded_shas,
                         force=force or bool(job["spec"].get("force")), background=BACKGROUND)
+        learn = _learner(store, job, intent_id) if job["kind"] == "import" else None
         try:
-            _stream(ctx, client, batch_id, intent_id, writer, report, on_file)
+            _stream(ctx, client, batch_id, intent_id, writer, report, on_file, learn)
         finally:
             writer.close()
         if report.state == "retrieved":
             missing = store.mark_missing(intent_id)
             if missing:
                 report.anomalies.append(f"{missing} request(s) had no result line")
+            if unlearned:
+                short = batch["request_count"] - store.intent_open_count(intent_id)[0]
+                if short > 0:
+                    report.anomalies.append(f"{short} request(s) of this imported batch had no result line "
+                                            "it could be written from")
+                report.total = store.intent_open_count(intent_id)[0]
             store.move_batch(batch_id, BatchState.RETRIEVED)
             _summarize(report, store, batch_id)
             _write_summary(ctx, batch_id, report)
@@ -251,8 +260,42 @@ class _Group:
             self.store.add_event("unsafe_path", note, batch_id=self.batch_id)
 
 
-def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: RetrieveReport, on_file) -> None:
-    """Stream the result lines; look their requests up LOOKUP at a time; write, sync and record by GROUP."""
+def _learner(store, job: dict, intent_id: int):
+    """For a batch adopted by `tegbatchd import`: record the requests its results name (their outputs from
+    the job's spec, kept inside the data root) and return their rows; a custom_id with no place is left."""
+    from pathlib import Path
+
+    from tegbatchd.errors import InputError
+    from tegbatchd.outputs import OutputResolver
+    from tegbatchd.pipelines import get_pipeline
+
+    pipeline = get_pipeline("import")
+    resolver = OutputResolver(Path(job["data_root"]))
+
+    def learn(results: list[tuple[str, dict]]) -> dict[str, RetrievalRow]:
+        rows = []
+        for cid, result in results:
+            try:
+                relative = pipeline.output_for(job["spec"], cid)  # type: ignore[attr-defined]
+                path = resolver.resolve(relative) if relative else None
+            except InputError:
+                path = None
+            if path is not None:
+                message = result.get("message")
+                found = message.get("model") if isinstance(message, dict) else None
+                model = found if isinstance(found, str) else None
+                rows.append((cid, path, model))
+        if rows:
+            store.learn_requests(intent_id, rows)
+        return store.retrieval_lookup(intent_id, [r[0] for r in rows]) if rows else {}
+
+    return learn
+
+
+def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: RetrieveReport, on_file,
+            learn=None) -> None:
+    """Stream the result lines; look their requests up LOOKUP at a time; write, sync and record by GROUP.
+    learn (an imported batch): records the requests the store does not know yet."""
     store = ctx.store
     group = _Group(ctx, batch_id, writer, report, on_file)
     seen_unknown: set[str] = set()
@@ -260,6 +303,10 @@ def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: 
 
     def settle() -> None:
         rows = store.retrieval_lookup(intent_id, [cid for cid, _ in waiting])
+        if learn is not None:
+            unknown = {cid: result for cid, result in waiting if cid not in rows and cid not in seen_unknown}
+            if unknown:
+                rows.update(learn(list(unknown.items())))
         at = now_iso()  # one time for the few hundred results looked up together
         for cid, result in waiting:
             row = rows.get(cid)

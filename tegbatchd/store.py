@@ -452,6 +452,50 @@ class Store:
                        ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")
             return ids
 
+    def adopt_batch(self, job_id: str, kind: str, title: str, spec: dict, data_root: str, stage_name: str,
+                    batch: dict, notes: list[str]) -> tuple[str, bool]:
+        """Record a batch created elsewhere (the old scripts) as a one-stage job whose requests are learned
+        from its results (`learn_requests`): the job, its stage moved to submitted, an intent moved to
+        created and the batch, in one transaction. Idempotent: a batch already recorded gives its job.
+        Return (job id, whether it was recorded now)."""
+        with self.tx() as c:
+            known = c.execute("SELECT s.job_id FROM batches b JOIN intents i ON i.id=b.intent_id JOIN stages s "
+                              "ON s.id=i.stage_id WHERE b.id=?", (batch["id"],)).fetchone()
+            if known:
+                return known[0], False
+            c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
+                      "VALUES(?,?,?,?,?,?,?,?)",
+                      (job_id, kind, title, json.dumps(spec), data_root, "batch", JobState.ACTIVE, now_iso()))
+            stage_id = c.execute("INSERT INTO stages(job_id, seq, name, state) VALUES(?,?,?,?)",
+                                 (job_id, 0, stage_name, StageState.WAITING)).lastrowid
+            intent_id = self._insert_intent(c, int(stage_id or 0), PlannedIntent("", 0), IntentState.OPEN)
+            c.execute("UPDATE intents SET request_count=?, attempted_at=created_at WHERE id=?",
+                      (sum(batch["request_counts"].values()), intent_id))
+            moved = (self._move(c, "stages", STAGE_MOVES, stage_id, StageState.SUBMITTED, ", notes=?",
+                                (json.dumps(notes),))
+                     and self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.CREATED, ", batch_id=?",
+                                    (batch["id"],)))
+            if not moved:
+                raise RuntimeError(f"adopting batch {batch['id']}: a state move was refused (a bug)")
+            c.execute("INSERT INTO batches(id, intent_id, created_at, expires_at, api_status, local_state, processing) "
+                      "VALUES(?,?,?,?,?,?,?)", (batch["id"], intent_id, batch["created_at"], batch.get("expires_at"),
+                                                batch["processing_status"], BatchState.SUBMITTED,
+                                                batch["request_counts"]["processing"]))
+            self._apply_status(c, batch)
+            return job_id, True
+
+    def learn_requests(self, intent_id: int, rows: list[tuple[str, str, str | None]]) -> None:
+        """Record requests an adopted batch holds, as its results name them: (custom_id, output path, model).
+        One already recorded is left as it is."""
+        with self.tx() as c:
+            for custom_id, output_path, model in rows:
+                cur = c.execute("INSERT OR IGNORE INTO requests(intent_id, custom_id, output_path, model, attempt) "
+                                "VALUES(?,?,?,?,1)", (intent_id, custom_id, output_path, model))
+                if cur.rowcount:
+                    c.execute("INSERT INTO intent_counts(intent_id, model, requests, open) VALUES(?,?,1,1) "
+                              "ON CONFLICT(intent_id, model) DO UPDATE SET requests=requests+1, open=open+1",
+                              (intent_id, model or ""))
+
     def reopen_job(self, job_id: str) -> bool:
         """A blocked (or finished) job goes on: active again, its reason cleared."""
         with self.tx() as c:

@@ -35,6 +35,7 @@ COMMANDS = {
     "demo": "tegbatchd.cli.demo",
     "service": "tegbatchd.cli.service",
     "doctor": "tegbatchd.cli.doctor",
+    "import": "tegbatchd.cli.importing",
     "teg": "tegbatchd.cli.teg",
     "open": "tegbatchd.cli.open_folder",
     "completion": "tegbatchd.cli.completion",

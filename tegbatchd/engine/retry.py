@@ -30,8 +30,9 @@ def _kind(row: dict) -> str:
 
 
 def auto_candidates(failures: list[dict], max_attempts: int) -> list[dict]:
-    """Failures poll resubmits by itself: transient, below the attempt limit (the same rule as the view)."""
-    return [r for r in failures if _kind(r) == "transient" and r["attempt"] < max_attempts]
+    """Failures poll resubmits by itself: transient, below the attempt limit (the same rule as the view),
+    and archived here (an imported batch's requests never were: they cannot be resent)."""
+    return [r for r in failures if _kind(r) == "transient" and r["attempt"] < max_attempts and r.get("archive", "x")]
 
 
 def choose(store, job_id: str, *, all_errors: bool = False, truncated: bool = False) -> RetryPlan:

@@ -19,6 +19,7 @@ the spec says force; narratives, syntheses and reports are always written for wh
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,25 @@ def tournament_notes_path(teg: int) -> str:
 
 def report_path(teg: int, kind: str) -> str:
     return f"commentary/drafts/teg_{teg}_{kind}.md"
+
+
+_LEGACY = (
+    (re.compile(r"TEG(\d+)_R(\d+)_story_notes"), lambda m: story_notes_path(int(m[1]), int(m[2]))),
+    (re.compile(r"TEG(\d+)_R(\d+)_narrative"), lambda m: narrative_path(int(m[1]), int(m[2]))),
+    (re.compile(r"TEG(\d+)_round_(\d+)"), lambda m: round_story_path(int(m[1]), int(m[2]))),
+    (re.compile(r"TEG(\d+)_synthesis"), lambda m: synthesis_path(int(m[1]))),
+    (re.compile(r"TEG(\d+)_(main_report|brief_summary|satire)"), lambda m: report_path(int(m[1]), m[2])),
+)
+
+
+def legacy_output(custom_id: str) -> str | None:
+    """The file the old scripts (and this tool) write for a TEG custom_id, relative to the data root; None
+    for a custom_id of no TEG stage."""
+    for pattern, path in _LEGACY:
+        match = pattern.fullmatch(custom_id)
+        if match:
+            return path(match)
+    return None
 
 
 @dataclass(frozen=True)
