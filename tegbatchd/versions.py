@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import urllib.error
 import urllib.request
 
 INDEX_URL = "https://pypi.org/pypi/tegbatchd/json"
@@ -26,7 +27,9 @@ def _ask(url: str, timeout: float, out: dict) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - an https/http URL we chose
             out["version"] = str(json.loads(response.read(1_000_000))["info"]["version"])
-    except Exception as exc:  # noqa: BLE001 - offline, 404, a proxy page: all mean "not known"
+    except urllib.error.HTTPError as exc:
+        out["why"] = "tegbatchd is not published there" if exc.code == 404 else f"it answered {exc.code}"
+    except Exception as exc:  # noqa: BLE001 - offline, a proxy page: all mean "not known"
         out["why"] = f"{type(exc).__name__}: {exc}"[:160]
 
 

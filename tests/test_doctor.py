@@ -28,6 +28,9 @@ def index():
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
+            if state["version"] is None:  # not published
+                self.send_error(404)
+                return
             body = json.dumps({"info": {"name": "tegbatchd", "version": state["version"]}}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -154,6 +157,17 @@ def test_a_blocked_job_is_named_with_its_next_step(setup, tmp_path, _isolated_ho
     pending = checks(cli("doctor", "--json"))["pending"]
     assert pending["status"] == "warn" and f"1 blocked: {job}" in pending["detail"]
     assert "the disk is full" in pending["detail"] and pending["fix"] == f"fix it, then tegbatchd retry {job}"
+
+
+def test_the_release_check_says_whether_a_newer_one_is_out(setup, index):
+    cli, _, _ = setup
+    _, state = index
+    state["version"] = __version__
+    assert checks(cli("doctor", "--json"))["version"]["detail"] == f"tegbatchd {__version__} is the newest"
+    state["version"] = None
+    version = checks(cli("doctor", "--json"))["version"]
+    assert version["status"] == "ok" and version["detail"].endswith("(the package index did not say: tegbatchd is "
+                                                                    "not published there)")
 
 
 def test_an_index_that_never_answers_does_not_hold_doctor(setup):

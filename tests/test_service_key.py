@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_KEY, write_requests
+from tests.support.desktop import dunst_desktop, session_bus  # noqa: F401
 
 KEY = "sk-ant-api03-service-key-canary"
 
@@ -212,3 +213,17 @@ async def _until(predicate, timeout: float = 120.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+def test_keyless_polls_show_one_notice_on_a_real_desktop(api_cli, tmp_path, dunst_desktop):  # noqa: F811
+    from tests.test_desktop_e2e import bus_env, closed_history
+
+    cli, emu = api_cli("--process-seconds", "0")
+    cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 1)), "--output", "misc/{custom_id}.md",
+        check=True)
+    for _ in range(3):  # each poll finds work and no key
+        done = cli("poll", "--once", subprocess=True, ANTHROPIC_API_KEY="", **bus_env(dunst_desktop))
+        assert done.code == 5 and "no Anthropic API key found" in done.out
+    history = closed_history(dunst_desktop)
+    assert [(e["appname"], e["summary"]) for e in history] == [("tegbatchd", "tegbatchd: no API key")]
+    assert "--store-key" in history[0]["body"]
