@@ -154,3 +154,14 @@ def test_the_real_info_file_reads_as_the_batch_it_names(tmp_path):
     [source] = sources([str(copy)], None, None)
     assert (source.batch_id, source.label, source.batch_type) == ("msgbatch_01325H2W3UYtLHB2EGXLJHx7",
                                                                  "round reports", "round_narrative_reports")
+
+
+def test_failed_requests_of_an_imported_batch_end_the_job_instead_of_blocking_it(api_cli, tmp_path, data_root):
+    cli, emu = api_cli("--process-seconds", "0", "--error-rate", "1", "--error-type", "overloaded_error")
+    batch_id = old_batch(emu, old_requests(2))
+    job_id = cli("import", str(info_file(tmp_path, batch_id)), "--json", check=True).json()["imported"][0]["job_id"]
+    cli("poll", "--once", check=True)
+    [job] = jobs(cli)
+    assert job["state"] == "failed" and not job["blocked_reason"]  # transient, but never resent by itself
+    retry = cli("retry", job_id)
+    assert "2 request(s) cannot be resent" in retry.out, retry.out + retry.err

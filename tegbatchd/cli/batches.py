@@ -112,7 +112,8 @@ def cmd_retry(args, ctx) -> int:
         summary = summarize(ctx.store, ctx.store.get_job(result.job_id))
         print(f"Nothing to retry in {result.title} ({summary.written} of {summary.total} files written)")
     if result.unsendable:
-        print(f"  {result.unsendable} request(s) cannot be resent: their archived requests are gone")
+        print(f"  {result.unsendable} request(s) cannot be resent: their requests are not in the archive (removed, or an imported "
+              "batch's, never archived here)")
     if result.left_out:
         reasons = ", ".join(f"{n} {reason}" for reason, n in result.left_out.items())
         print(f"  left out, as they would fail the same way: {reasons} — fix the cause, then add --all-errors")
