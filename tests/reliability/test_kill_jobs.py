@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, TEST_KEY, _run_in_process, assert_own_answer
+from tests.conftest import FIXTURES, TEST_KEY, _run_forked, assert_own_answer
 from tests.reliability.support import query, temp_files
 from tests.support.emulator import running_emulator
 from tests.support.forkserver import Forked, spawn
@@ -38,7 +38,7 @@ from tests.support.forkserver import Forked, spawn
 pytestmark = pytest.mark.proc_cli
 
 TRIALS = int(os.environ.get("TEGBATCHD_KILL_TRIALS", "30"))
-LANES = int(os.environ.get("TEGBATCHD_KILL_LANES", "3"))
+LANES = int(os.environ.get("TEGBATCHD_KILL_LANES", "6"))  # a trial mostly waits on its processes
 SEED = int(os.environ.get("TEGBATCHD_KILL_SEED") or random.SystemRandom().randrange(10**6, 10**7))
 
 SUBMIT_POINTS = ("archived", "stage-commit", "stage-recorded", "created", "attached")
@@ -49,7 +49,7 @@ RETRY_POINTS = ("archived", "retry-commit", "retry-recorded", "created", "attach
 OUTCOME_KINDS = {"job_done", "job_partial", "job_failed"}
 SETTLE_SECONDS = 120
 PLACED_WAIT = {"daemon": 6.0}  # a daemon never ends by itself: killed then if its point was not reached
-# Read once: the in-process commands of other lanes borrow os.environ while they run.
+# Read once: in-process commands elsewhere in this worker borrow os.environ while they run.
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TEGBATCHD_"))}
 TERMINAL = ("done", "partial", "failed", "canceled", "blocked")
 
@@ -87,8 +87,8 @@ class Trial:
                      stderr=subprocess.STDOUT)
 
     def run_cli(self, *argv: str, ok: tuple[int, ...] = (0,)) -> int:
-        """A clean command, in this process (the test's lanes take turns): no kill, no start-up cost."""
-        result = _run_in_process(list(argv), self.env(self.url), self.folder, 120)
+        """A clean command (no kill), as a forked process: the lanes run theirs at the same time."""
+        result = _run_forked(list(argv), self.env(self.url), self.folder, 120)
         if result.code not in ok:
             raise TrialFailed(f"tegbatchd {' '.join(argv)} exited {result.code}: {result.out[-800:]} {result.err[-800:]}")
         return result.code
