@@ -14,8 +14,8 @@ import pytest
 
 from tegbatchd.units import DAEMON, LINUX, MACOS, TIMER, is_key_like, plan
 from tests.support.desktop import require, user_manager, wait_until  # noqa: F401
+from tests.support.forkserver import spawn
 
-TEGBATCHD = [sys.executable, "-m", "tegbatchd"]
 FAKE_KEY = "sk-ant-api03-must-never-leak"
 
 
@@ -57,7 +57,11 @@ def stub(tmp_path) -> Path:
 
 
 def service(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([*TEGBATCHD, "service", *args], env=env, capture_output=True, text=True, timeout=120)
+    """`tegbatchd service ARGS` as a real process (forked from the warm fork server) with env."""
+    proc = spawn(["service", *args], env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True)
+    out, err = proc.communicate(timeout=120)
+    done = subprocess.CompletedProcess(["tegbatchd", "service", *args], proc.returncode, out, err)
     if check and done.returncode != 0:
         raise AssertionError(f"service {args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
