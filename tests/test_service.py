@@ -16,6 +16,8 @@ from tegbatchd.units import DAEMON, LINUX, MACOS, TIMER, is_key_like, plan
 from tests.support.desktop import require, user_manager, wait_until  # noqa: F401
 from tests.support.forkserver import spawn
 
+TEGBATCHD = [sys.executable, "-m", "tegbatchd"]  # through the user manager: its own process
+
 FAKE_KEY = "sk-ant-api03-must-never-leak"
 
 
