@@ -167,6 +167,34 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict], str]:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _read_csv_columns(path: Path, wanted: tuple[str, ...]) -> tuple[list[str], list[tuple], str]:
+    """The CSV's header and, per record, the `wanted` cells as a tuple (None where a row is short or the
+    column is absent): what csv.DictReader would give for those keys (blank lines skipped, the last of
+    repeated header names), without a dict per row."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            where = {name: i for i, name in enumerate(header)}
+            index = [where.get(name, -1) for name in wanted]
+            width = len(header)
+            rows: list[tuple] = []
+            append = rows.append
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) < width or -1 in index:
+                    padded: list[str | None] = [*row, *[None] * (width - len(row))]
+                    append(tuple(padded[i] if i >= 0 else None for i in index))
+                else:
+                    append(tuple(row[i] for i in index))
+            return header, rows, "line"
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text CSV file", next_step="export the table as UTF-8 CSV") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _read_parquet(path: Path) -> tuple[list[str], list[dict], str]:
     try:
         import pyarrow.parquet as pq
@@ -213,27 +241,55 @@ def _check_columns(path: Path, columns: list[str], required: tuple[str, ...]) ->
                          next_step=f"the table needs {', '.join(required)} (found: {', '.join(columns) or 'none'})")
 
 
-def _parse_holes(path: Path, records: list[dict], unit: str) -> list[HoleScore]:
+def _whole(value) -> int | None:
+    """_number for a whole-number column: the int, or None when it is not a finite whole number."""
+    if type(value) is str:
+        try:
+            return int(value)  # the common case ("3"); "3.0", "3e0" and the like go the long way
+        except ValueError:
+            pass
+    number = _number(value)
+    return number if isinstance(number, int) else None
+
+
+def _parse_holes(path: Path, records: list[tuple], unit: str) -> list[HoleScore]:
+    """Hole scores from records holding the REQUIRED_COLUMNS cells in that order."""
     holes: list[HoleScore] = []
+    append = holes.append
     bad: list[str] = []
+    isfinite = math.isfinite
     for index, rec in enumerate(records):
-        values = {}
+        teg_s, round_s, hole_s, par_s, initials, player, sc_s, vp_s, pts_s = rec
+        try:  # the fast path: every value a plain whole or finite number as text, the player named
+            if (type(teg_s) is str and type(round_s) is str and type(hole_s) is str and type(par_s) is str
+                    and type(sc_s) is str and type(vp_s) is str and type(pts_s) is str and type(player) is str):
+                teg, round_no, hole, par = int(teg_s), int(round_s), int(hole_s), int(par_s)
+                sc, vp, pts = float(sc_s), float(vp_s), float(pts_s)
+                name = player.strip()
+                if name and isfinite(sc + vp + pts):
+                    append(HoleScore(teg, round_no, hole, par, str(initials or "").strip(), name,
+                                     int(sc) if sc.is_integer() else sc, int(vp) if vp.is_integer() else vp,
+                                     int(pts) if pts.is_integer() else pts))
+                    continue
+        except ValueError:
+            pass
+        values = {}  # the careful path: the same checks, one column at a time, naming what is wrong
+        cells = dict(zip(REQUIRED_COLUMNS, rec, strict=True))
         for col in WHOLE_COLUMNS + NUMBER_COLUMNS:
-            number = _number(rec.get(col))
-            if number is None or (col in WHOLE_COLUMNS and not isinstance(number, int)):
+            number = _whole(cells[col]) if col in WHOLE_COLUMNS else _number(cells[col])
+            if number is None:
                 kind = "whole number" if col in WHOLE_COLUMNS else "number"
-                bad.append(f"{_row_label(unit, index)} ({col}={rec.get(col)!r}, not a {kind})")
+                bad.append(f"{_row_label(unit, index)} ({col}={cells[col]!r}, not a {kind})")
                 break
             values[col] = number
         else:
-            player = str(rec.get("Player") or "").strip()
-            if not player:
+            name = str(player or "").strip()
+            if not name:
                 bad.append(f"{_row_label(unit, index)} (Player is blank)")
                 continue
-            holes.append(HoleScore(int(values["TEGNum"]), int(values["Round"]), int(values["Hole"]),
-                                   int(values["PAR"]),
-                                   str(rec.get("Pl") or "").strip(), player,
-                                   values["Sc"], values["GrossVP"], values["Stableford"]))
+            append(HoleScore(int(values["TEGNum"]), int(values["Round"]), int(values["Hole"]),
+                             int(values["PAR"]), str(initials or "").strip(), name,
+                             values["Sc"], values["GrossVP"], values["Stableford"]))
     if bad:
         raise InputError(f"{path}: {len(bad)} row(s) with non-numeric or blank values: {_summarise(bad)}",
                          next_step="fix those rows in the scores file")
@@ -241,6 +297,8 @@ def _parse_holes(path: Path, records: list[dict], unit: str) -> list[HoleScore]:
 
 
 def _check_duplicates(path: Path, holes: list[HoleScore], unit: str) -> None:
+    if len({(h.teg, h.round, h.hole, h.player) for h in holes}) == len(holes):
+        return
     seen: dict[tuple, list[int]] = defaultdict(list)
     for index, h in enumerate(holes):
         seen[(h.teg, h.round, h.hole, h.player)].append(index)
@@ -259,7 +317,11 @@ def load_scores(path: Path) -> list[HoleScore]:
     rows, naming the first few rows (CSV: line numbers; Parquet: row numbers).
     """
     path = Path(path)
-    columns, records, unit = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_csv(path)
+    if path.suffix.lower() == ".parquet":
+        columns, dicts, unit = _read_parquet(path)
+        records = [tuple(d.get(c) for c in REQUIRED_COLUMNS) for d in dicts]
+    else:
+        columns, records, unit = _read_csv_columns(path, REQUIRED_COLUMNS)
     _check_columns(path, columns, REQUIRED_COLUMNS)
     if not records:
         raise InputError(f"{path}: the table has no rows", next_step="check that it is the right file")
