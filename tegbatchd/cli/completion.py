@@ -76,11 +76,13 @@ _tegbatchd() {{
             *" $word "*) path="${{path:+$path }}$word" ;;
         esac
     done
-    if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$(_tegbatchd_flags "$path")" -- "$cur"))
-    else
-        COMPREPLY=($(compgen -W "$(_tegbatchd_subcommands "$path")" -- "$cur"))
-    fi
+    local words
+    if [[ $cur == -* ]]; then words="$(_tegbatchd_flags "$path")"; else words="$(_tegbatchd_subcommands "$path")"; fi
+    COMPREPLY=()
+    for word in $words; do  # the prefix match done here, the same in bash and zsh's bashcompinit
+        [[ $word == "$cur"* ]] && COMPREPLY+=("$word")
+    done
+    return 0
 }}
 complete -o default -F _tegbatchd tegbatchd
 '''
@@ -103,7 +105,7 @@ def fish_script(tree: dict) -> str:
             seen = "__fish_use_subcommand"
         if subs:
             done = f"; and not __fish_seen_subcommand_from {' '.join(subs)}"
-            lines.append(f"complete -c tegbatchd -n {shlex.quote(seen + done)} -a {shlex.quote(' '.join(subs))}")
+            lines.append(f"complete -c tegbatchd -n {shlex.quote(seen + done)} -f -a {shlex.quote(' '.join(subs))}")
         for flag in flags:
             option = f"-l {flag[2:]}" if flag.startswith("--") else f"-s {flag[1:]}"
             lines.append(f"complete -c tegbatchd -n {shlex.quote(seen)} {option}")
