@@ -212,3 +212,12 @@ def test_doctor_says_so_when_there_is_no_key_at_all(cli, emulator, tmp_path):
     assert found["models"]["status"] == "warn"
     assert result.code == 0
     assert Path(tmp_path).exists()
+
+
+def test_a_relative_key_file_is_a_warning(setup, tmp_path):
+    cli, _, config = setup
+    (tmp_path / "key").rename(tmp_path / "rel-key")
+    config.write_text("api_key_file: rel-key\n")  # found from here (tmp_path), not from the service's folder
+    key = checks(cli("doctor", "--json"))["key"]
+    assert key["status"] == "warn" and "'rel-key' is a relative path" in key["detail"]
+    assert key["fix"] == "give api_key_file as an absolute path"

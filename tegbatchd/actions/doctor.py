@@ -100,6 +100,10 @@ def check_key(ctx, service_installed: bool) -> Check:
         key = service_key(ctx)
     except UserError as exc:
         return Check("key", FAIL, exc.message, exc.next_step)
+    configured = ctx.config["api_key_file"]
+    if key.source and configured and not os.path.isabs(os.path.expanduser(configured)):
+        return Check("key", WARN, f"api_key_file {configured!r} is a relative path: the service reads it from its "
+                     "own working folder (your home), not this one", "give api_key_file as an absolute path")
     if key.source:
         return Check("key", OK, f"the service reads it from {key.source}")
     status = FAIL if service_installed else WARN
