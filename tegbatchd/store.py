@@ -46,9 +46,22 @@ def now_iso() -> str:
 _USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
                "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cache_read_tokens), 0)")
 _OUTCOMES = ("succeeded", "errored", "canceled", "expired")
-_COUNTED = ("open", *_OUTCOMES, "written", "input", "output", "cache_write", "cache_read")
-_SUMS = ("sum(outcome IS NULL), sum(outcome IS 'succeeded'), sum(outcome IS 'errored'), sum(outcome IS 'canceled'), "
-         "sum(outcome IS 'expired'), sum(written_at IS NOT NULL), " + _USAGE_SUMS)  # in _COUNTED's order
+# intent_counts' counted columns, and the sums of request rows that give them (in the same order): every
+# attempt (as migration 5 made them), then the latest attempts only (retried_by IS NULL: what a job has)
+_COUNTED = ("open", *_OUTCOMES, "written", "input", "output", "cache_write", "cache_read",
+            "latest_succeeded", "latest_failed", "latest_open", "latest_truncated")
+_SUMS_5 = ("sum(outcome IS NULL), sum(outcome IS 'succeeded'), sum(outcome IS 'errored'), sum(outcome IS 'canceled'), "
+           "sum(outcome IS 'expired'), sum(written_at IS NOT NULL), " + _USAGE_SUMS)  # frozen: migration 5's
+_LATEST_SUMS = ("sum(retried_by IS NULL AND outcome IS 'succeeded'), "
+                "sum(retried_by IS NULL AND outcome IS NOT NULL AND outcome IS NOT 'succeeded'), "
+                "sum(retried_by IS NULL AND outcome IS NULL), "
+                "sum(retried_by IS NULL AND outcome IS 'succeeded' AND stop_reason IS 'max_tokens')")
+_SUMS = _SUMS_5 + ", " + _LATEST_SUMS
+# the latest failed attempts: the partial covering index requests_failed holds exactly these (a query must
+# repeat these terms literally for SQLite to use it)
+_LATEST_FAILED = "retried_by IS NULL AND outcome IS NOT NULL AND outcome <> 'succeeded'"
+_FAILED_COLUMNS = ("r.id, r.intent_id, r.custom_id, r.output_path, r.model, r.max_tokens, r.outcome, r.error_type, "
+                   "r.error_message, r.stop_reason, r.attempt, r.retried_by")
 
 
 # --- migrations: append only; each is a list of statements -------------------------------------------
@@ -126,12 +139,26 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             written INTEGER NOT NULL DEFAULT 0, input INTEGER NOT NULL DEFAULT 0, output INTEGER NOT NULL DEFAULT 0,
             cache_write INTEGER NOT NULL DEFAULT 0, cache_read INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY(intent_id, model))""",
-        f"INSERT INTO intent_counts SELECT intent_id, coalesce(model, ''), count(*), {_SUMS} FROM requests "
+        f"INSERT INTO intent_counts SELECT intent_id, coalesce(model, ''), count(*), {_SUMS_5} FROM requests "
         "GROUP BY intent_id, coalesce(model, '')",
     ]),
     ("when a create was attempted: only an attempted intent is reconciled with batches on the API", [
         "ALTER TABLE intents ADD COLUMN attempted_at TEXT",
         "UPDATE intents SET attempted_at=created_at WHERE state='open'",   # unknown before: assume tried
+    ]),
+    ("latest-attempt counts per intent and model (a job's written / failed / in flight without reading requests)", [
+        "ALTER TABLE intent_counts ADD COLUMN latest_succeeded INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE intent_counts ADD COLUMN latest_failed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE intent_counts ADD COLUMN latest_open INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE intent_counts ADD COLUMN latest_truncated INTEGER NOT NULL DEFAULT 0",
+        "DELETE FROM intent_counts",
+        "INSERT INTO intent_counts(intent_id, model, requests, open, succeeded, errored, canceled, expired, written, "
+        "input, output, cache_write, cache_read, latest_succeeded, latest_failed, latest_open, latest_truncated) "
+        "SELECT intent_id, coalesce(model, ''), count(*), " + _SUMS_5 + ", " + _LATEST_SUMS +
+        " FROM requests GROUP BY intent_id, coalesce(model, '')",
+        # the latest failures of a job (list, retry, the engine) without reading its successes
+        "CREATE INDEX requests_failed ON requests(intent_id, retried_by, outcome, id, custom_id, output_path, model, "
+        f"max_tokens, error_type, error_message, stop_reason, attempt) WHERE {_LATEST_FAILED}",
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -413,10 +440,14 @@ class Store:
         models: dict[str, int] = {}
         for r in intent.rows:
             models[r[2] or ""] = models.get(r[2] or "", 0) + 1
-        c.executemany("INSERT INTO intent_counts(intent_id, model, requests, open) VALUES(?,?,?,?)",
-                      [(intent_id, m, n, n) for m, n in models.items()])
-        for old_id, _cid in intent.replaces:
-            c.execute("UPDATE requests SET retried_by=? WHERE id=? AND retried_by IS NULL", (intent_id, old_id))
+        c.executemany("INSERT INTO intent_counts(intent_id, model, requests, open, latest_open) VALUES(?,?,?,?,?)",
+                      [(intent_id, m, n, n, n) for m, n in models.items()])
+        if intent.replaces:
+            replaced = [old_id for old_id, _cid in intent.replaces]
+            before = self._count_sums(c, replaced)  # the old attempts stop being the latest
+            c.executemany("UPDATE requests SET retried_by=? WHERE id=? AND retried_by IS NULL",
+                          [(intent_id, old_id) for old_id in replaced])
+            self._apply_counts(c, before, self._count_sums(c, replaced))
         return intent_id
 
     def record_stage(self, stage_id: int, intents: list[PlannedIntent], notes: list[str], *,
@@ -515,13 +546,13 @@ class Store:
     def latest_failures(self, job_id: str) -> list[dict]:
         """The latest attempt of each output of a job that failed and is not being retried, with what a
         resubmission needs (archive, stage, batch, whether the person canceled its batch)."""
+        latest_failed = " AND ".join(f"r.{term}" for term in _LATEST_FAILED.split(" AND "))
         return self._all(
-            "SELECT r.*, i.archive, i.stage_id, i.batch_id, s.seq AS stage_seq, s.name AS stage_name,"
+            f"SELECT {_FAILED_COLUMNS}, i.archive, i.stage_id, i.batch_id, s.seq AS stage_seq, s.name AS stage_name,"
             " coalesce(b.canceled_by_user, 0) AS user_canceled FROM requests r"
             " JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
             " LEFT JOIN batches b ON b.intent_id=i.id"
-            " WHERE s.job_id=? AND r.retried_by IS NULL AND r.outcome IS NOT NULL AND r.outcome!=?"
-            " ORDER BY r.id", (job_id, Outcome.SUCCEEDED))
+            f" WHERE s.job_id=? AND {latest_failed} ORDER BY r.id", (job_id,))  # read from requests_failed only
 
     def truncated_outputs(self, job_id: str) -> list[dict]:
         """The latest successful attempts of a job that stopped at max_tokens."""
@@ -532,15 +563,16 @@ class Store:
             " ORDER BY r.id", (job_id, Outcome.SUCCEEDED))
 
     def job_counts(self, job_id: str) -> dict[str, int]:
-        """Outputs of a job by their latest attempt: written, failed, in flight; files assembled; attempts."""
+        """Outputs of a job by their latest attempt: written, failed, in flight; files assembled; attempts.
+
+        Read from intent_counts (kept in the transactions that record outcomes and retries): no request row
+        is read, whatever the job's size."""
         row = self.conn.execute(
-            "SELECT coalesce(sum(r.outcome=?),0), coalesce(sum(r.outcome IS NOT NULL AND r.outcome!=?),0),"
-            " coalesce(sum(r.outcome IS NULL),0), (SELECT count(*) FROM job_files f WHERE f.job_id=?),"
-            " (SELECT coalesce(sum(c2.requests), 0) FROM intent_counts c2 JOIN intents i2 ON i2.id=c2.intent_id"
-            " JOIN stages s2 ON s2.id=i2.stage_id WHERE s2.job_id=?), coalesce(sum(r.stop_reason='max_tokens' AND r.outcome=?),0)"
-            " FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
-            " WHERE s.job_id=? AND r.retried_by IS NULL",
-            (Outcome.SUCCEEDED, Outcome.SUCCEEDED, job_id, job_id, Outcome.SUCCEEDED, job_id)).fetchone()
+            "SELECT coalesce(sum(c.latest_succeeded), 0), coalesce(sum(c.latest_failed), 0),"
+            " coalesce(sum(c.latest_open), 0), (SELECT count(*) FROM job_files f WHERE f.job_id=?),"
+            " coalesce(sum(c.requests), 0), coalesce(sum(c.latest_truncated), 0)"
+            " FROM intent_counts c JOIN intents i ON i.id=c.intent_id JOIN stages s ON s.id=i.stage_id"
+            " WHERE s.job_id=?", (job_id, job_id)).fetchone()
         return {"written": row[0], "failed": row[1], "in_flight": row[2], "assembled": row[3], "attempts": row[4],
                 "truncated": row[5]}
 

@@ -36,7 +36,30 @@ def usage(store: Store, where: str, arg: str) -> list[tuple]:
         (arg,))), key=_key)
 
 
+def latest_counted(store: Store, job_id: str) -> dict[str, int]:
+    """A job's outputs by their latest attempt, counted from every request row."""
+    row = store.conn.execute(
+        "SELECT coalesce(sum(r.retried_by IS NULL AND r.outcome='succeeded'), 0), "
+        "coalesce(sum(r.retried_by IS NULL AND r.outcome IS NOT NULL AND r.outcome!='succeeded'), 0), "
+        "coalesce(sum(r.retried_by IS NULL AND r.outcome IS NULL), 0), count(*), "
+        "coalesce(sum(r.retried_by IS NULL AND r.outcome='succeeded' AND r.stop_reason='max_tokens'), 0) "
+        "FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id WHERE s.job_id=?",
+        (job_id,)).fetchone()
+    return dict(zip(("written", "failed", "in_flight", "attempts", "truncated"), row, strict=True))
+
+
+def latest_failed(store: Store, job_id: str) -> list[int]:
+    return [r[0] for r in store.conn.execute(
+        "SELECT r.id FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id "
+        "WHERE s.job_id=? AND r.retried_by IS NULL AND r.outcome IS NOT NULL AND r.outcome!='succeeded' "
+        "ORDER BY r.id", (job_id,))]
+
+
 def check(store: Store, job_id: str, batches: list[str]) -> None:
+    counts = store.job_counts(job_id)
+    assert {k: counts[k] for k in ("written", "failed", "in_flight", "attempts", "truncated")} == \
+        latest_counted(store, job_id)
+    assert [r["id"] for r in store.latest_failures(job_id)] == latest_failed(store, job_id)
     for batch_id in batches:
         assert store.batch_outcome_counts(batch_id) == counted(store, batch_id)
         assert sorted((tuple(r.values()) for r in store.usage_by_model(batch_id=batch_id)), key=_key) == \
@@ -60,6 +83,7 @@ def _record(store: Store, rng: random.Random, ids: list[int]) -> None:
         record = {"id": rid, "outcome": outcome}
         if outcome == "succeeded":
             record.update(written_at="2026-01-01T00:00:00Z", output_sha256="ab", input_tokens=rng.randint(0, 900),
+                          stop_reason=rng.choice(["end_turn", "max_tokens"]),
                           output_tokens=rng.randint(0, 900), cache_read_tokens=rng.choice([None, 5]))
         results.append(record)
     results.append(dict(results[0]))  # the same request twice in one group counts once
@@ -97,7 +121,18 @@ def test_counts_equal_a_full_count_after_any_sequence(tmp_path, seed):
     batches.append(_batch(store, retry, len(failed)))
     check(store, "job_1", batches)
     _record(store, rng, [r["id"] for r in store.requests_of_intent(retry)][:3])
+    check(store, "job_1", batches)  # right after a retry's partial results
+    store.record_results([{"id": failed[0]["id"], "outcome": "succeeded", "written_at": "t"}])  # a late line of
+    check(store, "job_1", batches)                              # an attempt already retried: not the latest
+    again = [r for r in store.requests_of_intent(retry) if r["outcome"] not in ("succeeded", None)]
+    if again:  # a retry of the retry: the second attempts stop being the latest
+        third = store.record_retry("job_1", {stages[0]["id"]: [PlannedIntent(
+            "c", 1, [(r["custom_id"], r["output_path"], "m1", 9, 3) for r in again],
+            [(r["id"], r["custom_id"]) for r in again])]})[0]
+        batches.append(_batch(store, third, len(again)))
+        check(store, "job_1", batches)
     store.mark_missing(first)
+    store.mark_missing(retry)
     refused = _intent(store, stages[1]["id"], [("z1", "/d/z1.md", "m1", 9), ("z2", "/d/z2.md", None, 9)])
     store.fail_intent(refused, "refused", "create_refused")
     batches.append(_batch(store, refused, 2))
@@ -127,3 +162,59 @@ def test_counts_of_requests_recorded_before_the_migration(tmp_path, monkeypatch)
     assert new.batch_outcome_counts(batch) == {"succeeded": 1, "errored": 1, "pending": 1, "written": 1}
     new.close()
     assert sqlite3.connect(path).execute("SELECT count(*) FROM intent_counts").fetchone()[0] == 2
+
+
+def test_latest_attempt_counts_of_jobs_recorded_before_their_migration(tmp_path, monkeypatch):
+    path = tmp_path / "state.db"
+    latest = next(n for n, (what, _) in enumerate(store_mod.MIGRATIONS, start=1) if what.startswith("latest-attempt"))
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", latest - 1)
+    old = Store.open(path)
+    old.create_job("job_1", "requests", "t", {}, "/data", ["one"])
+    stage = old.stages("job_1")[0]
+    with old.tx() as c:  # what the previous version recorded: a failure, its retry pending, a success, a cut one
+        c.execute("INSERT INTO intents(id, stage_id, archive, request_count, byte_size, state, created_at) "
+                  "VALUES(1, ?, 'a', 3, 1, 'created', 'x'), (2, ?, 'b', 1, 1, 'open', 'x')", (stage["id"], stage["id"]))
+        c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, outcome, stop_reason, "
+                      "retried_by, attempt) VALUES(?,?,?,?,?,?,?,?)",
+                      [(1, "a", "/d/a", "m", "succeeded", "end_turn", None, 1),
+                       (1, "b", "/d/b", "m", "errored", None, 2, 1), (2, "b", "/d/b", "m", None, None, None, 2),
+                       (1, "c", "/d/c", None, "succeeded", "max_tokens", None, 1)])
+        c.execute(f"INSERT INTO intent_counts SELECT intent_id, coalesce(model, ''), count(*), {store_mod._SUMS_5} "
+                  "FROM requests GROUP BY 1, 2")
+    old.close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(store_mod.MIGRATIONS))
+    new = Store.open(path)
+    counts = new.job_counts("job_1")
+    assert (counts["written"], counts["failed"], counts["in_flight"], counts["attempts"], counts["truncated"]) == \
+        (2, 0, 1, 4, 1)
+    assert new.latest_failures("job_1") == []
+    check(new, "job_1", [])
+    new.close()
+
+
+def test_list_counts_right_after_partial_failures_and_retries(api_cli, tmp_path, data_root, _isolated_home):
+    from tests.conftest import write_requests
+
+    cli, _ = api_cli("--process-seconds", "0", "--error-rate", "0.3", "--expire-rate", "0.1", "--seed", "11")
+    reqs = write_requests(tmp_path / "r.jsonl", 50)
+    cli("submit", "requests", str(reqs), "--output", "out/{custom_id}.md", "--json", check=True)
+    store = Store.open(_isolated_home / "state" / "state.db")
+    folder = data_root / "out"
+    seen_retry = False
+    for _ in range(6):
+        cli("poll", "--once", check=True)  # results recorded, transient failures resent by themselves
+        job = cli("list", "--json", check=True).json()["jobs"][0]
+        truth = latest_counted(store, job["id"])
+        on_disk = sum(1 for _ in folder.glob("*.md"))
+        assert (job["written"], job["pending"], len(job["failed"])) == \
+            (truth["written"], truth["in_flight"], truth["failed"]) and job["written"] == on_disk
+        seen_retry = seen_retry or len(job["batches"]) > 1
+        if job["state"] in ("partial", "failed"):
+            cli("retry", job["id"], "--all-errors", "--json", check=True)
+            job = cli("list", "--json", check=True).json()["jobs"][0]
+            truth = latest_counted(store, job["id"])
+            assert job["failed"] == [] and job["pending"] == truth["in_flight"] > 0  # right after the retry
+        elif job["state"] == "done":
+            break
+    assert seen_retry and job["state"] == "done" and job["written"] == 50 == on_disk
+    store.close()

@@ -54,6 +54,16 @@ def recorded(db: Path) -> int:
     return query(db, "SELECT count(*) FROM requests WHERE outcome IS NOT NULL")[0][0]
 
 
+def assert_counts_exact(db: Path) -> None:
+    """The counts `list` reads (intent_counts) equal a count of every request row, whatever was killed when."""
+    from tegbatchd.store import _COUNTED, _SUMS
+
+    kept = query(db, f"SELECT intent_id, model, requests, {', '.join(_COUNTED)} FROM intent_counts ORDER BY 1, 2")
+    counted = query(db, f"SELECT intent_id, coalesce(model, ''), count(*), {_SUMS} FROM requests GROUP BY 1, 2 "
+                        "ORDER BY 1, 2")
+    assert kept == counted
+
+
 def notices(db: Path, kind: str | None = None) -> list[tuple]:
     rows = query(db, "SELECT key, kind FROM notices ORDER BY key")
     return [r for r in rows if kind is None or r[1] == kind]

@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import FIXTURES, assert_own_answer, request_params, write_requests
 from tests.reliability.support import (
     TEMPLATE,
+    assert_counts_exact,
     assert_delivered,
     assert_each_own,
     harness,
@@ -100,6 +101,7 @@ def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _i
             proc.wait()
             assert proc.returncode in (0, -signal.SIGKILL), (signals / f"err-{trial}").read_text()
             assert_each_own(folder, params, complete=False)  # never a half or foreign file, even after a kill
+            assert_counts_exact(db)  # the counts list reads moved in the transactions that were committed
             recorded_after_kill.add(recorded(db))
             trial += 1
     finally:
@@ -126,6 +128,9 @@ def _killed_at(cli, point: str, batch: str | None, *argv: str) -> None:
     proc = harness(cli, "--kill-at", point, "--", *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode} {err.decode()[-2000:]}"
+    db = Path(cli.env["TEGBATCHD_HOME"]) / "state" / "state.db"
+    if db.exists():
+        assert_counts_exact(db)  # a kill between writes leaves the counts equal to the rows
 
 
 def test_kill_placed_inside_each_step(api_cli, tmp_path, data_root, _isolated_home):
