@@ -3,7 +3,10 @@ create's retries on 429/5xx, and the daemon after a failed poll all use it)."""
 
 from __future__ import annotations
 
-import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 
 def backoff(attempt: int, *, first: float, cap: float, jitter: bool = False,
@@ -11,4 +14,10 @@ def backoff(attempt: int, *, first: float, cap: float, jitter: bool = False,
     """Seconds to wait before retry number `attempt` (1, 2, ...): `first` doubling up to `cap`; with
     jitter, a random point in the upper half (so many clients do not retry in step)."""
     ceiling = min(cap, first * 2 ** min(max(attempt, 1) - 1, 30))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2) if jitter else ceiling
+    if not jitter:
+        return ceiling
+    if rng is None:
+        import random  # imported when used: `list` and `paths` never need it
+
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)

@@ -282,6 +282,14 @@ def load_yaml(text: str):
         loader.dispose()
 
 
+def _load_default() -> dict:
+    """The shipped defaults, parsed by libyaml when it is there (our own file: the strict checks are for the
+    user's; about 10x faster, on every command's start-up)."""
+    loader = getattr(yaml, "CSafeLoader", None)
+    text = default_text()
+    return yaml.load(text, Loader=loader) if loader is not None else load_yaml(text)  # noqa: S506 - safe loader
+
+
 def _read_text(path: Path) -> str:
     try:
         info = path.stat()
@@ -357,7 +365,7 @@ def load_config(path: Path | None) -> Config:
 
     Raise ConfigError listing every problem (file and key path) when the file is invalid.
     """
-    base = load_yaml(default_text())
+    base = _load_default()
     if path is None or not (path.exists() or path.is_symlink()):  # a broken or looping link is reported
         return Config(base, None)
     user = _read_yaml(path)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tegbatchd.errors import InputError
-from tegbatchd.teg import prompts
 from tegbatchd.teg.assemble import assembled_story_notes, combined_round_report, write_atomic
-from tegbatchd.teg.data import ScoreTable, load_table
-from tegbatchd.teg.facts import round_facts, tournament_facts
 from tegbatchd.teg.ranges import describe, parse_numbers
+
+if TYPE_CHECKING:  # the prompts, the score data and the facts are imported where a stage is built or
+    from tegbatchd.teg.data import ScoreTable  # assembled: `tegbatchd list` never needs them
 
 SPEC_VERSION = 1
 REPORT_KINDS = ("main_report", "brief_summary", "satire")
@@ -106,6 +107,8 @@ def _read(data_root: Path, rel: str) -> str | None:
 
 
 def _table(spec: dict) -> ScoreTable:
+    from tegbatchd.teg.data import load_table
+
     return load_table(Path(spec["scores_file"]), Path(spec["rounds_file"]) if spec.get("rounds_file") else None)
 
 
@@ -135,6 +138,9 @@ class RoundReports:
 
     def build_stage(self, spec: dict, index: int, data_root: Path, config) -> StagePlan:
         """Given a spec and a stage index, return that stage's requests and notes on what was skipped."""
+        from tegbatchd.teg import prompts
+        from tegbatchd.teg.facts import round_facts
+
         stage = self.stages(spec)[index]
         plan = StagePlan(notes=list(spec.get("skipped", [])) if index == 0 else [])
         if stage == "story_notes" and spec.get("reports_only"):
@@ -174,6 +180,8 @@ class RoundReports:
 
     def after_stage(self, spec: dict, index: int, data_root: Path, config) -> list[Path]:
         """After the narrative stage: write the combined file of each round that has notes and a report."""
+        from tegbatchd.teg.facts import round_facts
+
         if self.stages(spec)[index] != "narrative":
             return []
         table = _table(spec)
@@ -205,6 +213,9 @@ class Tournament:
 
     def build_stage(self, spec: dict, index: int, data_root: Path, config) -> StagePlan:
         """Given a spec and a stage index, return that stage's requests and notes on what was skipped."""
+        from tegbatchd.teg import prompts
+        from tegbatchd.teg.facts import round_facts, tournament_facts
+
         stage = self.stages(spec)[index]
         plan = StagePlan(notes=list(spec.get("skipped", [])) if index == 0 else [])
         if stage == "reports":
@@ -237,6 +248,8 @@ class Tournament:
         return plan
 
     def _reports(self, spec: dict, data_root: Path, config, plan: StagePlan) -> None:
+        from tegbatchd.teg import prompts
+
         systems = {kind: prompts.load_prompt(kind, config, data_root) for kind in spec["reports"]}
         for teg in spec["tegs"]:
             notes = _read(data_root, tournament_notes_path(teg))
@@ -261,6 +274,8 @@ class Tournament:
 
     def after_stage(self, spec: dict, index: int, data_root: Path, config) -> list[Path]:
         """After the synthesis stage: assemble commentary/teg_{n}_story_notes.md for each TEG with a synthesis."""
+        from tegbatchd.teg.facts import tournament_facts
+
         if self.stages(spec)[index] != "synthesis":
             return []
         table = _table(spec)
