@@ -146,7 +146,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE intents ADD COLUMN attempted_at TEXT",
         "UPDATE intents SET attempted_at=created_at WHERE state='open'",   # unknown before: assume tried
     ]),
-    ("latest-attempt counts per intent and model (a job's written / failed / in flight without reading requests)", [
+    ("latest-attempt counts per intent and model, each intent's output span (a job's counts and folder without "
+     "reading its requests)", [
+        "ALTER TABLE intents ADD COLUMN first_output TEXT",   # min and max of its requests' output paths
+        "ALTER TABLE intents ADD COLUMN last_output TEXT",
+        "UPDATE intents SET first_output=(SELECT min(output_path) FROM requests r WHERE r.intent_id=intents.id), "
+        "last_output=(SELECT max(output_path) FROM requests r WHERE r.intent_id=intents.id)",
+        "ALTER TABLE intents ADD COLUMN first_written TEXT",  # the same, of the outputs it wrote (never shrinks)
+        "ALTER TABLE intents ADD COLUMN last_written TEXT",
+        "UPDATE intents SET first_written=(SELECT min(output_path) FROM requests r WHERE r.intent_id=intents.id "
+        "AND r.outcome='succeeded'), last_written=(SELECT max(output_path) FROM requests r "
+        "WHERE r.intent_id=intents.id AND r.outcome='succeeded')",
         "ALTER TABLE intent_counts ADD COLUMN latest_succeeded INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE intent_counts ADD COLUMN latest_failed INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE intent_counts ADD COLUMN latest_open INTEGER NOT NULL DEFAULT 0",
@@ -431,9 +441,11 @@ class Store:
 
     # --- one logical step, one transaction ---------------------------------------------------------
     def _insert_intent(self, c: sqlite3.Connection, stage_id: int, intent: PlannedIntent, state: str) -> int:
-        cur = c.execute("INSERT INTO intents(stage_id, archive, request_count, byte_size, state, created_at) "
-                        "VALUES(?,?,?,?,?,?)", (stage_id, intent.archive, len(intent.rows), intent.byte_size,
-                                                state, now_iso()))
+        paths = [r[1] for r in intent.rows]
+        cur = c.execute("INSERT INTO intents(stage_id, archive, request_count, byte_size, state, created_at, "
+                        "first_output, last_output) VALUES(?,?,?,?,?,?,?,?)",
+                        (stage_id, intent.archive, len(intent.rows), intent.byte_size, state, now_iso(),
+                         min(paths, default=None), max(paths, default=None)))
         intent_id = int(cur.lastrowid or 0)
         c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens, attempt) "
                       "VALUES(?,?,?,?,?,?)", [(intent_id, *r[:4], r[4] if len(r) > 4 else 1) for r in intent.rows])
@@ -575,6 +587,14 @@ class Store:
             " WHERE s.job_id=?", (job_id, job_id)).fetchone()
         return {"written": row[0], "failed": row[1], "in_flight": row[2], "assembled": row[3], "attempts": row[4],
                 "truncated": row[5]}
+
+    def job_output_spans(self, job_id: str) -> list[tuple[int, str, str, str | None, str | None]]:
+        """(stage seq, least and greatest output path, least and greatest written one) of each intent of a job
+        that has requests: the folders a job writes to, from one row per intent."""
+        return [tuple(r) for r in self.conn.execute(
+            "SELECT s.seq, i.first_output, i.last_output, i.first_written, i.last_written FROM intents i "
+            "JOIN stages s ON s.id=i.stage_id WHERE s.job_id=? AND i.first_output IS NOT NULL ORDER BY i.id",
+            (job_id,))]
 
     # --- intents (recorded before create) and batches ---------------------------------------------
     def mark_attempted(self, intent_id: int) -> None:
@@ -822,6 +842,20 @@ class Store:
                 f"UPDATE requests SET {', '.join(f'{f}=?' for f in fields)} WHERE id=?",
                 [tuple(r.get(f) for f in fields) + (r["id"],) for r in results])
             self._apply_counts(c, before, self._count_sums(c, ids))
+            self._widen_written(c, [r["id"] for r in results if r.get("outcome") == Outcome.SUCCEEDED])
+
+    @staticmethod
+    def _widen_written(c: sqlite3.Connection, ids: list[int]) -> None:
+        """Widen each intent's span of written outputs (first_written..last_written) to these successes."""
+        cur = c.cursor()
+        cur.row_factory = None
+        spans = []
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            spans += cur.execute(f"SELECT min(output_path), max(output_path), intent_id FROM requests "
+                                 f"WHERE id IN ({','.join('?' * len(part))}) GROUP BY intent_id", part).fetchall()
+        c.executemany("UPDATE intents SET first_written=min(coalesce(first_written, ?1), ?1), "
+                      "last_written=max(coalesce(last_written, ?2), ?2) WHERE id=?3", spans)
 
     @staticmethod
     def _count_sums(c: sqlite3.Connection, ids: list[int]) -> dict[tuple[int, str], tuple]:

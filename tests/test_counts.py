@@ -4,12 +4,14 @@ batches and the migration."""
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 
 import pytest
 
 from tegbatchd import store as store_mod
+from tegbatchd.engine.states import StageState
 from tegbatchd.store import PlannedIntent, Store
 
 OUTCOMES = ("succeeded", "errored", "canceled", "expired")
@@ -217,4 +219,35 @@ def test_list_counts_right_after_partial_failures_and_retries(api_cli, tmp_path,
         elif job["state"] == "done":
             break
     assert seen_retry and job["state"] == "done" and job["written"] == 50 == on_disk
+    store.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_folder_list_shows_is_the_common_folder_of_what_the_job_wrote(tmp_path, seed):
+    from tegbatchd.actions.listing import _folder
+    from tegbatchd.engine.outcome import _common_folder
+
+    rng = random.Random(seed)
+    parts = ["a", "a-b", "a.b", "ab", "b", "é", "a b"]  # '-', '.' and ' ' sort before '/'
+    store = Store.open(tmp_path / "state.db")
+    store.create_job("job_1", "requests", "t", {}, "/data", ["one", "two"])
+    stages = store.stages("job_1")
+    last = stages[-1]["seq"]
+    assert _folder(store, {"id": "job_1"}, last) is None
+    for round_ in range(4):
+        for stage in stages:
+            rows = [(f"c{round_}-{i}", "/data/" + "/".join(rng.choice(parts) for _ in range(rng.randint(1, 3))) +
+                     f"/{i}.md", "m", 9) for i in range(rng.randint(1, 12))]
+            store.move_stage(stage["id"], StageState.WAITING)  # (built again: a new intent of the stage)
+            intent = _intent(store, stage["id"], rows)
+            planned = os.path.commonpath([os.path.dirname(p) for p in store.job_output_paths("job_1")])
+            if round_ == 0 and stage is stages[0]:
+                assert _folder(store, {"id": "job_1"}, last) == planned  # nothing written: what it will write
+            ids = [r["id"] for r in store.requests_of_intent(intent)]
+            if rng.random() < 0.7:
+                store.record_results([{"id": i, "outcome": "succeeded", "written_at": "t"} for i in ids
+                                      if rng.random() < 0.5])
+            exact = _common_folder(store.job_written_outputs("job_1"), last)
+            assert _folder(store, {"id": "job_1"}, last) == (exact or os.path.commonpath(
+                [os.path.dirname(p) for p in store.job_output_paths("job_1")]))
     store.close()

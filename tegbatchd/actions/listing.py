@@ -40,12 +40,21 @@ def _batch_view(ctx, job: dict, batch: dict) -> dict:
             "standard_cost_usd": round(cost.standard, 4), "next": _next_command(job, batch)}
 
 
-def _folder(store, job: dict, written_folder: str | None) -> str | None:
-    """Where the job's files are: the folder of what it wrote, else of what it will write."""
-    if written_folder:
-        return written_folder
-    planned = [os.path.dirname(p) for p in store.job_output_paths(job["id"])]
-    return os.path.commonpath(planned) if planned else None
+def _span_folder(spans: list[tuple[str, str]]) -> str | None:
+    """The deepest folder holding every path between the least and the greatest of these (in string order,
+    every path between two that share a folder prefix `F/` shares it too, so two paths decide it)."""
+    if not spans:
+        return None
+    return os.path.commonpath((os.path.dirname(min(s[0] for s in spans)), os.path.dirname(max(s[1] for s in spans))))
+
+
+def _folder(store, job: dict, last_seq: int) -> str | None:
+    """Where the job's files are: the folder of what its last stage wrote (else every stage), else of what
+    it will write; read from one row per batch, whatever the job's size."""
+    spans = store.job_output_spans(job["id"])
+    written = [(a, b) for seq, _, _, a, b in spans if a and seq == last_seq] or \
+        [(a, b) for _, _, _, a, b in spans if a]
+    return _span_folder(written or [(a, b) for _, a, b, _, _ in spans])
 
 
 def reconciling(ctx, job: dict) -> dict | None:
@@ -64,13 +73,13 @@ def reconciling(ctx, job: dict) -> dict | None:
 def job_view(ctx, job: dict) -> dict:
     store = ctx.store
     batches = [_batch_view(ctx, job, b) for b in store.batches_of_job(job["id"])]
-    summary = summarize(store, job, folder=True)
+    summary = summarize(store, job)
     stages = store.stages(job["id"])
     cost = recorded_cost(ctx.config, store.usage_by_model(job_id=job["id"]), batch=job["mode"] != "now")
     return {"id": job["id"], "kind": job["kind"], "title": job["title"], "state": job["state"],
             "mode": job["mode"],
             "created_at": job["created_at"], "data_root": job["data_root"],
-            "folder": _folder(store, job, summary.folder), "reconciling": reconciling(ctx, job),
+            "folder": _folder(store, job, stages[-1]["seq"] if stages else 0), "reconciling": reconciling(ctx, job),
             "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"]} for s in stages],
             "written": summary.written, "files_planned": summary.total, "pending": summary.in_flight,
             "failed": [f.custom_id for f in summary.failures],
