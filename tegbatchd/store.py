@@ -535,9 +535,11 @@ class Store:
                 cur = c.execute("INSERT OR IGNORE INTO requests(intent_id, custom_id, output_path, model, attempt) "
                                 "VALUES(?,?,?,?,1)", (intent_id, custom_id, output_path, model))
                 if cur.rowcount:
-                    c.execute("INSERT INTO intent_counts(intent_id, model, requests, open) VALUES(?,?,1,1) "
-                              "ON CONFLICT(intent_id, model) DO UPDATE SET requests=requests+1, open=open+1",
-                              (intent_id, model or ""))
+                    c.execute("INSERT INTO intent_counts(intent_id, model, requests, open, latest_open) "
+                              "VALUES(?,?,1,1,1) ON CONFLICT(intent_id, model) DO UPDATE SET requests=requests+1, "
+                              "open=open+1, latest_open=latest_open+1", (intent_id, model or ""))
+                    c.execute("UPDATE intents SET first_output=min(coalesce(first_output, ?1), ?1), "
+                              "last_output=max(coalesce(last_output, ?1), ?1) WHERE id=?2", (output_path, intent_id))
 
     def reopen_job(self, job_id: str) -> bool:
         """A blocked (or finished) job goes on: active again, its reason cleared."""

@@ -139,6 +139,11 @@ def test_counts_equal_a_full_count_after_any_sequence(tmp_path, seed):
     store.fail_intent(refused, "refused", "create_refused")
     batches.append(_batch(store, refused, 2))
     check(store, "job_1", batches)
+    store.learn_requests(second, [("s-new", "/d/s-new.md", "m9"), ("s0", "/d/s0.md", "m1")])  # an adopted batch's
+    check(store, "job_1", batches)                                    # requests, learned from its results
+    learned = store.retrieval_lookup(second, ["s-new"])["s-new"].id
+    store.record_results([{"id": learned, "outcome": "succeeded", "written_at": "t"}])
+    check(store, "job_1", batches)
     store.close()
 
 
