@@ -208,7 +208,7 @@ def small_requests(path: Path, n: int, prefix: str = "r") -> Path:
     """n tiny, distinct requests (the answer size comes from the emulator's --answer-bytes)."""
     with path.open("w") as fh:
         for i in range(n):
-            params = {"model": "claude-sonnet-5-5", "max_tokens": 50,
+            params = {"model": "claude-sonnet-5-5", "max_tokens": 1024,  # room for the emulator's whole answer
                       "messages": [{"role": "user", "content": f"note {i}"}]}
             fh.write(json.dumps({"custom_id": f"{prefix}-{i:06d}", "params": params}, separators=(",", ":")) + "\n")
     return path

@@ -129,6 +129,12 @@ def _file_in_the_way(folder: str) -> str | None:
 def message_text(message: dict) -> str:
     """All text blocks of a Message joined (thinking and tool blocks, and anything malformed, skipped)."""
     content = message.get("content")
+    if type(content) is list and len(content) == 1:  # the usual answer: one text block
+        block = content[0]
+        if type(block) is dict and block.get("type") == "text":
+            text = block.get("text")
+            return text if isinstance(text, str) else ""
+        return ""
     blocks = content if isinstance(content, list) else []
     parts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
     return "\n\n".join(p for p in parts if isinstance(p, str) and p)

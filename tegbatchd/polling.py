@@ -214,10 +214,10 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
 
 def _retrieved_line(result) -> str:
     if result.state == "incomplete":
-        return f"partly retrieved ({len(result.written)} written); {result.message}"
+        return f"partly retrieved ({result.written} written); {result.message}"
     if result.state == "archived":
         return result.message
-    return f"retrieved {result.succeeded}/{result.total} successful, {len(result.written)} file(s) written"
+    return f"retrieved {result.succeeded}/{result.total} successful, {result.written} file(s) written"
 
 
 def _anything_due(ctx, pending: list[dict], now: datetime) -> bool:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 GROUP = 500  # files written, synced once, then recorded in one transaction
 LOOKUP = 250  # result lines looked up in the store at a time (no map of the whole batch is held)
-BACKGROUND = True  # files written by a helper thread while the main thread parses
+BACKGROUND = True  # files written by helper threads while the main thread parses
+WRITTEN_SAMPLE = 10  # paths a report names (memory stays flat whatever the batch's size)
 STOP = threading.Event()  # set by the daemon on SIGTERM: finish the file being written, record, return
 
 
@@ -30,7 +31,8 @@ class RetrieveReport:
     batch_id: str
     api_status: str
     state: str                          # not_ended | retrieved | already | incomplete | busy
-    written: list[str] = field(default_factory=list)
+    written: int = 0                    # files this run wrote (a count: a batch is up to 100,000 files)
+    written_sample: list[str] = field(default_factory=list)  # the first WRITTEN_SAMPLE of them
     failures: list[dict] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)
@@ -52,16 +54,23 @@ _USAGE = (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
           ("cache_write_tokens", "cache_creation_input_tokens"), ("cache_read_tokens", "cache_read_input_tokens"))
 
 
+def _count(value) -> int:
+    return value if type(value) is int and 0 <= value < 2**63 else 0
+
+
 def _usage(message: dict) -> dict:
-    """Token counts of a message (anything that is not a sane count recorded as 0)."""
+    """Token counts of a message by record field (anything that is not a sane count recorded as 0)."""
+    return dict(zip((key for key, _ in _USAGE), _tokens(message), strict=True))
+
+
+def _tokens(message: dict) -> tuple[int, int, int, int]:
+    """Token counts of a message, in _USAGE's order (anything that is not a sane count recorded as 0)."""
     usage = message.get("usage")
     if type(usage) is not dict:
-        return {k: 0 for k, _ in _USAGE}
-    out = {}
-    for key, field_name in _USAGE:
-        value = usage.get(field_name)
-        out[key] = value if type(value) is int and 0 <= value < 2**63 else 0
-    return out
+        return 0, 0, 0, 0
+    get = usage.get
+    return (_count(get("input_tokens")), _count(get("output_tokens")), _count(get("cache_creation_input_tokens")),
+            _count(get("cache_read_input_tokens")))
 
 
 def _outcome(result: dict) -> dict:
@@ -79,11 +88,14 @@ def _outcome(result: dict) -> dict:
     return {"outcome": Outcome.ERRORED, "error_type": "unknown_result_type", "error_message": f"result type {kind!r}"[:500]}
 
 
+_decode = json.JSONDecoder().decode  # (json.loads on bytes first guesses their encoding: the API's is UTF-8)
+
+
 def _parse(line: bytes) -> tuple[str, dict] | None:
     """The custom_id and result object of a results line, or None when the line is not one."""
     try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
+        obj = _decode(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str) or not isinstance(obj.get("result"),
                                                                                                    dict):
@@ -183,6 +195,10 @@ class _Group:
         self.previous: tuple[dict[int, dict], int] | None = None
         self.unsafe: dict[str, int] = {}
 
+    def queued(self, request_id: int) -> bool:
+        """Whether a result of this request is already on its way (this group or the one being written)."""
+        return request_id in self.records or (self.previous is not None and request_id in self.previous[0])
+
     def add(self, record: dict, path: str | None = None, text: str | None = None) -> None:
         self.records[record["id"]] = record
         if path is not None:
@@ -243,7 +259,9 @@ class _Group:
                                       "(what was written is kept)")
 
     def _written(self, result: Written, output: str) -> None:
-        self.report.written.append(result.path if result.beside else output)  # the row's own string
+        self.report.written += 1
+        if len(self.report.written_sample) < WRITTEN_SAMPLE:
+            self.report.written_sample.append(result.path if result.beside else output)
         if result.beside:
             self.report.kept_edits.append(result.path)
             note = f"{output}: the file was edited since it was written; kept, the new answer is in {result.path}"
@@ -316,12 +334,15 @@ def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: 
                     store.add_event("anomaly", f"result for unknown custom_id {cid!r}", batch_id=batch_id)
                     report.anomalies.append(f"unknown custom_id {cid!r} in the results; not written")
                 continue
-            if row.done or row.id in group.records:
-                continue  # (a line repeated across groups is written and recorded twice: harmless)
+            if row.done or group.queued(row.id):
+                continue  # a repeated line (one already recorded is written again only if its file went)
             if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
                 message = result["message"]
-                group.add({"id": row.id, "outcome": Outcome.SUCCEEDED, "written_at": at,
-                           "stop_reason": _text(message.get("stop_reason")), **_usage(message)},
+                tokens = _tokens(message)
+                group.add({"id": row.id, "outcome": Outcome.SUCCEEDED, "error_type": None, "error_message": None,
+                           "input_tokens": tokens[0], "output_tokens": tokens[1], "cache_write_tokens": tokens[2],
+                           "cache_read_tokens": tokens[3], "stop_reason": _text(message.get("stop_reason")),
+                           "output_sha256": None, "written_at": at},  # every field: recorded in one C call
                           row.output_path, message_text(message))
             else:
                 group.add({"id": row.id, **_outcome(result)})

@@ -7,6 +7,7 @@ never see "database is locked"), migrations as an ordered list recorded in `sche
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -576,6 +577,16 @@ class Store:
             " WHERE s.job_id=? AND r.retried_by IS NULL AND r.outcome=? AND r.stop_reason='max_tokens'"
             " ORDER BY r.id", (job_id, Outcome.SUCCEEDED))
 
+    def truncated_custom_ids(self, job_id: str) -> list[str]:
+        """custom_ids of the latest successful attempts of a job that stopped at max_tokens (no row dicts:
+        every answer of a batch may be cut)."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return [r[0] for r in cur.execute(
+            "SELECT r.custom_id FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id"
+            " WHERE s.job_id=? AND r.retried_by IS NULL AND r.outcome=? AND r.stop_reason='max_tokens' ORDER BY r.id",
+            (job_id, Outcome.SUCCEEDED))]
+
     def job_counts(self, job_id: str) -> dict[str, int]:
         """Outputs of a job by their latest attempt: written, failed, in flight; files assembled; attempts.
 
@@ -838,11 +849,16 @@ class Store:
         fields = ("outcome", "error_type", "error_message", "input_tokens", "output_tokens", "cache_write_tokens",
                   "cache_read_tokens", "stop_reason", "output_sha256", "written_at")
         ids = [r["id"] for r in results]
+        values = operator.itemgetter(*fields, "id")  # every field present: one C call per row
+        rows = []
+        for r in results:
+            try:
+                rows.append(values(r))
+            except KeyError:
+                rows.append(tuple(r.get(f) for f in fields) + (r["id"],))
         with self.tx() as c:
             before = self._count_sums(c, ids)
-            c.executemany(
-                f"UPDATE requests SET {', '.join(f'{f}=?' for f in fields)} WHERE id=?",
-                [tuple(r.get(f) for f in fields) + (r["id"],) for r in results])
+            c.executemany(f"UPDATE requests SET {', '.join(f'{f}=?' for f in fields)} WHERE id=?", rows)
             self._apply_counts(c, before, self._count_sums(c, ids))
             self._widen_written(c, [r["id"] for r in results if r.get("outcome") == Outcome.SUCCEEDED])
 

@@ -16,19 +16,23 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import queue
 import stat
 import threading
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 OUTPUT_MODE = 0o644       # outputs and assembled files (less the umask)
 PRIVATE_MODE = 0o600      # state files: archives, summaries, config
 FOLDER_MODE = 0o755       # folders created for outputs (less the umask)
 TEMP_MARK = ".tmp-"
 MAX_OPEN_FOLDERS = 128
-CHUNK = 32                # files handed to the background thread at a time
+CHUNK = 32                # files handed to a background thread at a time
+WORKERS = 4               # background threads writing files (open/write/rename wait on the disk, not the GIL)
 _SYNC = -2                # a queued entry meaning "sync everything written before me"
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -162,8 +166,10 @@ class Writer:
     root: the trusted folder (the data root as recorded at submit); None: each file's own folder is
     trusted (state files). recorded(path) → the sha256s recorded for that output, consulted only when
     the file exists and differs from the new text; None (or force) overwrites. background=True writes
-    from one helper thread (open/write/rename release the GIL) while the caller parses: use put() and
-    done(). Durability: sync() once per group before recording it; fsync=True syncs each file instead.
+    from WORKERS helper threads (open/write/rename release the GIL, so the disk's waits overlap each other
+    and the caller's parsing): use put(), put_sync() and collect()/done(), which return results in the
+    order queued. Durability: sync() once per group before recording it (put_sync: after every write
+    queued before it has finished); fsync=True syncs each file instead.
     """
 
     def __init__(self, root: str | Path | None = None, *, mode: int = OUTPUT_MODE,
@@ -175,15 +181,17 @@ class Writer:
         self._retired: list[int] = []   # folders dropped from the cache, closed once no queued write needs them
         self._lock = threading.Lock()
         self._chunk: list = []
-        self._outstanding = 0
-        self._ready: list[Result] = []  # results received from the helper thread, not yet collected
-        # used only while the helper thread runs (self._thread is not None)
-        self._todo: queue.SimpleQueue[list | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[list[Result]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(target=self._work, name="writer", daemon=True)
-            self._thread.start()
+        self._ready: list[Result] = []  # results received from the helper threads, not yet collected
+        # used only in background mode (self._pool is not None): chunks and syncs in the order queued
+        self._pending: deque[Future] = deque()
+        self._unsynced: list[Future] = []  # chunks queued since the last put_sync
+        self._pool: ThreadPoolExecutor | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        if background:  # (imported here: only retrieval writes in the background)
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="writer")
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="writer-sync")
 
     # --- folders ----------------------------------------------------------------------------------
     def _open_in(self, parent: int, part: str, shown: str, full: str, create: bool) -> tuple[int, bool]:
@@ -337,29 +345,41 @@ class Writer:
 
     # --- background writing -----------------------------------------------------------------------
     def put(self, path: str, data: str | bytes, tag) -> None:
-        """Queue a write; its (tag, Written or the exception) comes back from done()."""
+        """Queue a write; its (tag, Written or the exception) comes back from collect() or done()."""
         try:
             dfd, name = self._folder(path)  # folders opened here, in the caller's thread
         except (UnsafePath, OSError) as exc:
             self._chunk.append((tag, None, None, path, exc))
         else:
             self._chunk.append((tag, dfd, name, path, data))
-        if self._thread is None:
-            return
-        if len(self._chunk) >= CHUNK:
+        if self._pool is not None and len(self._chunk) >= CHUNK:
             self._send()
 
     def _send(self) -> None:
-        if self._chunk:
-            self._todo.put(self._chunk)
+        if self._chunk and self._pool is not None:
+            future = self._pool.submit(self._run_chunk_safe, self._chunk)
             self._chunk = []
-            self._outstanding += 1
+            self._pending.append(future)
+            self._unsynced.append(future)
 
     def put_sync(self, tag=None) -> None:
         """Queue a sync after the writes queued so far; its (tag, None) comes back once they are on disk
-        (in the helper thread: the caller goes on parsing meanwhile)."""
-        self._chunk.append((tag, _SYNC, None, None, None))
-        self.flush()
+        (synced by a helper thread once they have all finished: the caller goes on parsing meanwhile)."""
+        if self._syncer is None:
+            self._chunk.append((tag, _SYNC, None, None, None))
+            return
+        self._send()
+        before, self._unsynced = self._unsynced, []
+        self._pending.append(self._syncer.submit(self._sync_after, before, tag))
+
+    def _sync_after(self, before: list[Future], tag) -> list[Result]:
+        for future in before:
+            future.exception()  # wait for it (its own errors come back with its results)
+        try:
+            self.sync()
+        except OSError as exc:
+            return [(tag, exc)]
+        return [(tag, None)]
 
     def _run_chunk(self, chunk: list) -> list[Result]:
         out: list[Result] = []
@@ -380,48 +400,45 @@ class Writer:
                 out.append((tag, exc))
         return out
 
-    def _work(self) -> None:
-        while (chunk := self._todo.get()) is not None:
-            try:
-                self._results.put(self._run_chunk(chunk))
-            except BaseException as exc:  # never leave done() waiting
-                self._results.put([(tag, exc) for tag, *_ in chunk])
+    def _run_chunk_safe(self, chunk: list) -> list[Result]:
+        try:
+            return self._run_chunk(chunk)
+        except BaseException as exc:  # never leave collect() without a result per queued write
+            return [(tag, exc) for tag, *_ in chunk]
 
     def flush(self) -> None:
-        """Hand what put() gathered to the helper thread now (without waiting)."""
-        if self._thread is not None:
-            self._send()
+        """Hand what put() gathered to the helper threads now (without waiting)."""
+        self._send()
 
     def collect(self, count: int) -> list[Result]:
         """Wait for the next `count` queued writes; return their (tag, Written or exception), in order."""
-        if self._thread is None:
+        if self._pool is None:
             while len(self._ready) < count and self._chunk:
                 chunk, self._chunk = self._chunk, []
                 self._ready += self._run_chunk(chunk)
         else:
             while len(self._ready) < count:
-                if not self._outstanding:
+                if not self._pending:
                     self._send()
-                    if not self._outstanding:
+                    if not self._pending:
                         break  # asked for more than was queued
-                self._ready += self._results.get()
-                self._outstanding -= 1
+                self._ready += self._pending.popleft().result()
         out, self._ready = self._ready[:count], self._ready[count:]
-        if not self._ready and not self._outstanding and not self._chunk:
+        if not self._ready and not self._pending and not self._chunk:
             self._close_retired()
         return out
 
     def done(self) -> list[Result]:
         """Wait for every queued write; return (tag, Written or exception) in the order queued."""
-        if self._thread is None:
+        if self._pool is None:
             chunk, self._chunk = self._chunk, []
             out = self._ready + self._run_chunk(chunk)
         else:
             self._send()
             out = self._ready
-            while self._outstanding:
-                out += self._results.get()
-                self._outstanding -= 1
+            while self._pending:
+                out += self._pending.popleft().result()
+            self._unsynced = []
         self._ready = []
         self._close_retired()
         return out
@@ -437,11 +454,11 @@ class Writer:
         os.sync()
 
     def close(self) -> None:
-        if self._thread is not None:
+        if self._pool is not None and self._syncer is not None:
             self.done()
-            self._todo.put(None)
-            self._thread.join()
-            self._thread = None
+            self._pool.shutdown()
+            self._syncer.shutdown()
+            self._pool = self._syncer = None
         self.done()
         for fd in self._fds.values():
             os.close(fd)

@@ -67,7 +67,7 @@ def test_a_folder_swapped_for_a_symlink_after_submit_is_refused(api_cli, tmp_pat
     before = tree(outside)
     report = cli("retrieve", batch, "--json", check=True).json()
     assert tree(outside) == before  # nothing created or replaced outside the data root
-    assert report["written"] == [] and len(report["unsafe"]) == 3
+    assert report["written"] == 0 and report["written_sample"] == [] and len(report["unsafe"]) == 3
     assert {f["error_type"] for f in report["failures"]} == {"unsafe_path"}
     assert any("is a symlink now" in a for a in report["anomalies"])
     assert [r[1:3] for r in rows(_isolated_home)] == [("errored", "unsafe_path")] * 3

@@ -112,7 +112,7 @@ def summarize(store, job: dict, *, folder: bool = False) -> JobSummary:
                          in_flight=counts["in_flight"], attempts=counts["attempts"], failures=failures,
                          blocked_reason=job.get("blocked_reason"))
     if counts["truncated"]:
-        summary.truncated = [r["custom_id"] for r in store.truncated_outputs(job["id"])]
+        summary.truncated = store.truncated_custom_ids(job["id"])  # names only: a whole batch may be cut
     if folder:
         stages = store.stages(job["id"])
         summary.folder = _common_folder(store.job_written_outputs(job["id"]), stages[-1]["seq"] if stages else 0)

@@ -36,6 +36,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,10 +47,12 @@ def _die() -> None:
 
 def _countdown(n: int):
     left = [n]
+    lock = threading.Lock()  # the product writes files from several threads
 
     def hit() -> bool:
-        left[0] -= 1
-        return left[0] == 0
+        with lock:
+            left[0] -= 1
+            return left[0] == 0
 
     return hit
 
@@ -210,7 +213,7 @@ def serve_trials(folder: Path, role: str) -> None:
         time.sleep(order["delay"].get(role, 0.0))
         if daemon is not None:
             report = daemon._poll(True)
-            written = [f for r in (report.retrieved if report else []) for f in r["written"]]
+            written = sum(r["written"] for r in (report.retrieved if report else []))
             result = {"written": written, "changes": report.changes if report else [], "code": 0}
         else:
             out = io.StringIO()

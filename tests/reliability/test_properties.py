@@ -132,7 +132,7 @@ def test_any_results_stream_writes_each_first_sound_answer_once(lines):
                 if cid not in expected:
                     assert r["error_type"] == "missing_result"
             again = retrieve_batch(ctx, FakeClient(lines), "msgbatch_p")
-            assert again.state == "already" and again.written == []
+            assert again.state == "already" and again.written == 0
         finally:
             ctx.close()
 
