@@ -162,7 +162,8 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
                         force=force or bool(job["spec"].get("force")), background=BACKGROUND)
         learn = _learner(store, job, intent_id) if job["kind"] == "import" else None
         try:
-            _stream(ctx, client, batch_id, intent_id, writer, report, on_file, learn)
+            with store.synced_by_caller():  # each group's record waits for its files' sync, not a sync of its own
+                _stream(ctx, client, batch_id, intent_id, writer, report, on_file, learn)
         finally:
             writer.close()
         if report.state == "retrieved":

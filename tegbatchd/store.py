@@ -316,6 +316,19 @@ class Store:
             self._reader = None
 
     @contextmanager
+    def synced_by_caller(self) -> Iterator[None]:
+        """Commits that do not wait for the disk themselves (PRAGMA synchronous=NORMAL: WAL commits are
+        durable at the next checkpoint or OS sync). For retrieval only: it syncs the disk before each group is
+        recorded, which also makes the previous group's record durable; one lost to a power cut is written
+        again (resumable, idempotent). Restored afterwards."""
+        before = self.conn.execute("PRAGMA synchronous").fetchone()[0]
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"PRAGMA synchronous={int(before)}")
+
+    @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE write transaction (retried on a rare lock race), committed on success."""
         for attempt in range(50):

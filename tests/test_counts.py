@@ -229,8 +229,17 @@ def test_list_counts_right_after_partial_failures_and_retries(api_cli, tmp_path,
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_folder_list_shows_is_the_common_folder_of_what_the_job_wrote(tmp_path, seed):
-    from tegbatchd.actions.listing import _folder
-    from tegbatchd.engine.outcome import _common_folder
+    from tegbatchd.engine.outcome import job_folder
+
+    def _common_folder(written, last_seq):  # the exact folder: every written output path, one by one
+        folders: dict[int, str] = {}
+        for seq, output in written:
+            path, known = os.path.dirname(output), folders.get(seq)
+            folders[seq] = path if known is None or known == path else os.path.commonpath((known, path))
+        return (folders.get(last_seq) or os.path.commonpath(list(folders.values()))) if folders else None
+
+    def _folder(store, job, last):
+        return job_folder(store, job["id"], last, planned=True)
 
     rng = random.Random(seed)
     parts = ["a", "a-b", "a.b", "ab", "b", "é", "a b"]  # '-', '.' and ' ' sort before '/'

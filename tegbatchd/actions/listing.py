@@ -3,13 +3,12 @@ dicts (what `--json` prints)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd import api as api_mod
 from tegbatchd.costs import recorded_cost
-from tegbatchd.engine.outcome import summarize
+from tegbatchd.engine.outcome import job_folder, summarize
 from tegbatchd.locks import is_locked
 
 ARCHIVE_AFTER = timedelta(days=29)
@@ -40,23 +39,6 @@ def _batch_view(ctx, job: dict, batch: dict) -> dict:
             "standard_cost_usd": round(cost.standard, 4), "next": _next_command(job, batch)}
 
 
-def _span_folder(spans: list[tuple[str, str]]) -> str | None:
-    """The deepest folder holding every path between the least and the greatest of these (in string order,
-    every path between two that share a folder prefix `F/` shares it too, so two paths decide it)."""
-    if not spans:
-        return None
-    return os.path.commonpath((os.path.dirname(min(s[0] for s in spans)), os.path.dirname(max(s[1] for s in spans))))
-
-
-def _folder(store, job: dict, last_seq: int) -> str | None:
-    """Where the job's files are: the folder of what its last stage wrote (else every stage), else of what
-    it will write; read from one row per batch, whatever the job's size."""
-    spans = store.job_output_spans(job["id"])
-    written = [(a, b) for seq, _, _, a, b in spans if a and seq == last_seq] or \
-        [(a, b) for _, _, _, a, b in spans if a]
-    return _span_folder(written or [(a, b) for _, a, b, _, _ in spans])
-
-
 def reconciling(ctx, job: dict) -> dict | None:
     """Parts of a job recorded but not confirmed by the API (a killed or unclear create), and what will
     send or reconcile them; None when there are none."""
@@ -79,7 +61,7 @@ def job_view(ctx, job: dict) -> dict:
     return {"id": job["id"], "kind": job["kind"], "title": job["title"], "state": job["state"],
             "mode": job["mode"],
             "created_at": job["created_at"], "data_root": job["data_root"],
-            "folder": _folder(store, job, stages[-1]["seq"] if stages else 0), "reconciling": reconciling(ctx, job),
+            "folder": job_folder(store, job["id"], stages[-1]["seq"] if stages else 0, planned=True), "reconciling": reconciling(ctx, job),
             "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"]} for s in stages],
             "written": summary.written, "files_planned": summary.total, "pending": summary.in_flight,
             "failed": [f.custom_id for f in summary.failures],

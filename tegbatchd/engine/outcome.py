@@ -80,15 +80,21 @@ class JobSummary:
         return title, body + (f" — {hint}" if hint else "") + truncated, "critical"
 
 
-def _common_folder(written, last_seq: int) -> str | None:
-    """The deepest folder holding every successful output of the last stage (else of every stage)."""
-    folders: dict[int, str] = {}
-    for seq, output in written:
-        path, known = os.path.dirname(output), folders.get(seq)
-        folders[seq] = path if known is None or known == path else os.path.commonpath((known, path))
-    if not folders:
+def span_folder(spans: list[tuple[str, str]]) -> str | None:
+    """The deepest folder holding every path between the least and the greatest of these (in string order,
+    every path between two that share a folder prefix `F/` shares it too, so two paths decide it)."""
+    if not spans:
         return None
-    return folders.get(last_seq) or os.path.commonpath(list(folders.values()))
+    return os.path.commonpath((os.path.dirname(min(s[0] for s in spans)), os.path.dirname(max(s[1] for s in spans))))
+
+
+def job_folder(store, job_id: str, last_seq: int, *, planned: bool = False) -> str | None:
+    """The deepest folder holding what the job's last stage wrote (else every stage); with planned, what it
+    will write when it has written nothing yet. From one row per intent, whatever the job's size."""
+    spans = store.job_output_spans(job_id)
+    written = [(a, b) for seq, _, _, a, b in spans if a and seq == last_seq] or \
+        [(a, b) for _, _, _, a, b in spans if a]
+    return span_folder(written or ([(a, b) for _, a, b, _, _ in spans] if planned else []))
 
 
 def summarize(store, job: dict, *, folder: bool = False) -> JobSummary:
@@ -115,7 +121,7 @@ def summarize(store, job: dict, *, folder: bool = False) -> JobSummary:
         summary.truncated = store.truncated_custom_ids(job["id"])  # names only: a whole batch may be cut
     if folder:
         stages = store.stages(job["id"])
-        summary.folder = _common_folder(store.job_written_outputs(job["id"]), stages[-1]["seq"] if stages else 0)
+        summary.folder = job_folder(store, job["id"], stages[-1]["seq"] if stages else 0)
     return summary
 
 
