@@ -1,7 +1,7 @@
 """Retrieval: N results of about 2 KB from the emulator into files — `tegbatchd retrieve ID` beside
 the plain SDK loop, the streamed floor and the old collect-then-write workflow, all as subprocesses.
 
-    python benchmarks/bench_retrieval.py [--n 100000] [--small 10000] [--repeat 3] [--baselines stream-floor]
+    python benchmarks/bench_retrieval.py [--n 100000] [--small 10000] [--also 30000] [--repeat 3] [--baselines stream-floor]
 
 Targets: peak RSS of our retrieve < 100 MB and flat in N (< 10 MB growth from --small to --n); wall
 <= 1.0x the floor at each size (and <= 0.5x the SDK loop), every durability guarantee kept. Before each run the page cache is flushed (os.sync) so no run pays for another's
@@ -73,6 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--also", type=int, action="append", default=[], help="another size between them (repeatable)")
     parser.add_argument("--skip-baselines-small", action="store_true", help="only our retrieve at --small")
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs per size (medians reported)")
     parser.add_argument("--ours-only", action="store_true", help="no baselines (while working on the tool)")
@@ -84,6 +85,8 @@ def main() -> None:
     with workspace("retrieval") as root, emulator("--process-seconds", "0", "--answer-bytes", ANSWER_BYTES) as emu:
         if args.small:
             rows += run_size(root, emu, args.small, [] if args.skip_baselines_small else all_baselines, args.repeat)
+        for size in args.also:
+            rows += run_size(root, emu, size, all_baselines, args.repeat)
         rows += run_size(root, emu, args.n, all_baselines, args.repeat)
     by = {(r["n"], r["what"]): r for r in rows}
     big = args.n
