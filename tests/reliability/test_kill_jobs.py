@@ -9,6 +9,8 @@ finishes; the emulator is restarted without faults and `retry JOB` resends what 
 every planned file exists once, each answer file holds its own request's answer, the combined files hold
 their parts, no temp file is left, every custom_id reached the emulator exactly as often as the store has
 attempts for it, no success was sent again, and each job has one outcome notice per finish (no other).
+Every command is a real process forked from the warm fork server (tests/support/forkserver.py), so a
+trial mostly waits on its processes and six lanes (default) share the two cores.
 
 Replay a failure: TEGBATCHD_KILL_SEED=<the seed printed> TEGBATCHD_KILL_TRIALS=1.
 """
