@@ -69,7 +69,10 @@ class StreamCut(ApiError):
 
 
 class NoApiKey(UserError):
-    """No usable client settings: no key found, or (subclasses, exit 2) a malformed key or base URL."""
+    """No usable client settings: no key found or its file unusable (exit 5, as a rejected key), or
+    (subclasses, exit 2) a malformed key or base URL."""
+
+    exit_code = 5
 
 
 class BadApiKey(NoApiKey):

@@ -4,8 +4,8 @@ traceback, and the state database, the state dir, the config, the data root and 
 as they were (every entry's type, mode, size, mtime and content, and every row of every table).
 
 Exit codes: 2 for bad input, flags, config and environment (errors.ConfigError / InputError, argparse);
-1 where the person must act outside tegbatchd: no API key at all (api.NoApiKey), a key file that cannot
-be read or is readable by others. The closed-pipe cases (real subprocesses) end quietly with 141.
+5 (the README's "no API key, or the key was rejected") where the person must act outside tegbatchd: no API
+key at all (api.NoApiKey), a key file that cannot be read or is readable by others. The closed-pipe cases (real subprocesses) end quietly with 141.
 """
 
 from __future__ import annotations
@@ -387,11 +387,11 @@ KEYS = [
          env=KEY_ENV, files={**GOOD_FILES, "key": ("MODE", "sk-ant-one\nsk-ant-two\n", 0o600)}),
     Case("key file huge", SEND, "characters long, not a key", config="api_key_file: {in}/key\n", env=KEY_ENV,
          files={**GOOD_FILES, "key": ("MODE", "k" * 100_000, 0o600)}),
-    Case("key file missing (exit 1)", SEND, "cannot be read (No such file or directory)", code=1,
+    Case("key file missing (exit 5)", SEND, "cannot be read (No such file or directory)", code=5,
          config="api_key_file: {in}/nokey\n", env=KEY_ENV, files=GOOD_FILES),
-    Case("key file readable by others (exit 1)", SEND, "readable by group or others", code=1,
+    Case("key file readable by others (exit 5)", SEND, "readable by group or others", code=5,
          config="api_key_file: {in}/key\n", env=KEY_ENV, files={**GOOD_FILES, "key": ("MODE", "sk-ant-x\n", 0o644)}),
-    Case("no key at all (exit 1)", SEND, "no Anthropic API key found", code=1, env=KEY_ENV, files=GOOD_FILES),
+    Case("no key at all (exit 5)", SEND, "no Anthropic API key found", code=5, env=KEY_ENV, files=GOOD_FILES),
 ]
 URL_KEY = {"ANTHROPIC_API_KEY": GOOD_KEY}
 URLS = [
