@@ -214,8 +214,16 @@ def endpoint_problem(url: str) -> str | None:
             return f"has an invalid IPv6 address {host!r}"
         return None
     try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
+        if host.isascii():
+            ascii_host = host
+        else:  # IDNA 2008 (the `idna` package), as the SDK's HTTP client encodes it; the codec is IDNA 2003
+            try:
+                import idna
+            except ImportError:  # pragma: no cover - the SDK's HTTP client depends on it
+                ascii_host = host.encode("idna").decode("ascii")
+            else:
+                ascii_host = idna.encode(host.lower()).decode("ascii")
+    except (UnicodeError, ValueError):  # idna.IDNAError is a UnicodeError
         return "has a host name that is not valid"
     if re.fullmatch(r"[0-9.]+", ascii_host):
         try:
