@@ -151,7 +151,9 @@ class AtomicWriter:
 
     @staticmethod
     def sync() -> None:
-        os.sync()
+        from tegbatchd.writer import Writer
+
+        Writer.sync()
 
 
 def remove_stale_temps(folders: Iterable[str | Path]) -> int:

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import stat
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -32,6 +33,9 @@ FOLDER_MODE = 0o755       # folders created for outputs (less the umask)
 TEMP_MARK = ".tmp-"
 MAX_OPEN_FOLDERS = 128
 CHUNK = 32                # files handed to a background thread at a time
+# sync() waits for the writes to reach the disk on Linux only; elsewhere (macOS: "the writing, although
+# scheduled, is not necessarily complete upon return") every file and its folder are fsynced instead.
+SYNC_WAITS = sys.platform.startswith("linux")
 WORKERS = 4               # background threads writing files (open/write/rename wait on the disk, not the GIL)
 _SYNC = -2                # a queued entry meaning "sync everything written before me"
 
@@ -176,7 +180,8 @@ class Writer:
                  recorded: Callable[[str], Collection[str]] | None = None, force: bool = False,
                  fsync: bool = False, background: bool = False, sweep: bool = True):
         self.root = os.fspath(root).rstrip("/") or "/" if root is not None else None
-        self.mode, self.recorded, self.force, self.fsync, self.sweep = mode, recorded, force, fsync, sweep
+        self.mode, self.recorded, self.force, self.sweep = mode, recorded, force, sweep
+        self.fsync = fsync or not SYNC_WAITS
         self._fds: dict[str, int] = {}
         self._retired: list[int] = []   # folders dropped from the cache, closed once no queued write needs them
         self._lock = threading.Lock()
@@ -450,8 +455,10 @@ class Writer:
 
     @staticmethod
     def sync() -> None:
-        """Flush what was written to disk, once for a whole group (before the group is recorded)."""
-        os.sync()
+        """Flush what was written to disk, once for a whole group (before the group is recorded); where
+        sync() does not wait (not Linux) each file was already fsynced as it was written."""
+        if SYNC_WAITS:
+            os.sync()
 
     def close(self) -> None:
         if self._pool is not None and self._syncer is not None:

@@ -118,3 +118,27 @@ def test_remove_stale_temps_removes_dead_writers_temps_and_leaves_live_ones(tmp_
         live.kill()
         live.wait()
     assert remove_stale_temps([Path(folder)]) == 1  # its writer is gone now
+
+
+def test_where_sync_does_not_wait_every_file_and_its_folder_are_fsynced(tmp_path, monkeypatch):
+    """macOS's sync() may return before the data is on disk: there the writer fsyncs each file and its
+    folder as it writes, and the group's sync() is not relied upon."""
+    from tegbatchd import writer
+
+    synced, whole = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(writer, "SYNC_WAITS", False)
+    monkeypatch.setattr(writer.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(writer.os, "sync", lambda: whole.append(1))
+    with writer.Writer(tmp_path) as w:
+        w.write(str(tmp_path / "a" / "one.md"), "one")
+        w.write(str(tmp_path / "a" / "two.md"), "two")
+        w.sync()
+    assert len(synced) == 4 and whole == []  # two files, their folder after each rename; no sync()
+    assert (tmp_path / "a" / "two.md").read_text() == "two"
+    monkeypatch.setattr(writer, "SYNC_WAITS", True)
+    synced.clear()
+    with writer.Writer(tmp_path) as w:
+        w.write(str(tmp_path / "a" / "three.md"), "three")
+        w.sync()
+    assert synced == [] and whole == [1]  # Linux: one sync() for the group
