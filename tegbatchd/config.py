@@ -76,7 +76,8 @@ def _opt_day(v):
     return None
 
 
-_PRICE = {"input": _number(0), "output": _number(0), "cache_write": _number(0), "cache_read": _number(0)}
+_PRICE = {"input": _number(0), "output": _number(0), "cache_write": _number(0), "cache_write_1h": _number(0),
+          "cache_read": _number(0)}
 _STAGE = {"model": _str, "max_tokens": _number(1, 128_000, integer=True)}
 
 
@@ -341,16 +342,6 @@ class Config:
 
     def stage(self, name: str) -> dict:
         return self.data["stages"][name]
-
-    def price(self, model: str) -> dict | None:
-        """Price per MTok for a model; a dated model id falls back to its family name."""
-        prices = self.data["prices"]
-        if model in prices:
-            return prices[model]
-        for name in sorted(prices, key=len, reverse=True):
-            if model.startswith(name):
-                return prices[name]
-        return None
 
 
 def validate_file(path: Path) -> list[str]:

@@ -305,7 +305,7 @@ def _settle(ctx, writer: Writer, answer: Answer, rows: dict, run: NowRun, data_r
 
 def _report(ctx, run: NowRun, title: str) -> int:
     job = ctx.store.get_job(run.job_id)
-    cost = recorded_cost(ctx.config, ctx.store.usage_by_model(job_id=run.job_id), batch=False)
+    cost = recorded_cost(ctx.config, ctx.store.usage_receipts(job_id=run.job_id))
     payload = {"job_id": run.job_id, "title": title, "mode": "now", "state": job["state"], "requests": run.sent,
                "succeeded": run.succeeded, "failed": run.failed, "retries": run.retries,
                "token_budget_waits": run.budget_waits, "outputs": run.written, "assembled": run.assembled,

@@ -59,18 +59,27 @@ def _count(value) -> int:
 
 
 def _usage(message: dict) -> dict:
-    """Token counts of a message by record field (anything that is not a sane count recorded as 0)."""
-    return dict(zip((key for key, _ in _USAGE), _tokens(message), strict=True))
+    """Token counts of a message by record field (anything that is not a sane count recorded as 0): input,
+    output, cache writes (all, and the 1-hour part of them), cache reads, thinking (part of output)."""
+    return dict(zip(TOKEN_FIELDS, _tokens(message), strict=True))
 
 
-def _tokens(message: dict) -> tuple[int, int, int, int]:
-    """Token counts of a message, in _USAGE's order (anything that is not a sane count recorded as 0)."""
+TOKEN_FIELDS = tuple(key for key, _ in _USAGE) + ("cache_write_1h_tokens", "thinking_tokens")
+
+
+def _tokens(message: dict) -> tuple[int, int, int, int, int, int]:
+    """Token counts of a message, in TOKEN_FIELDS' order (anything that is not a sane count recorded as 0)."""
     usage = message.get("usage")
     if type(usage) is not dict:
-        return 0, 0, 0, 0
+        return 0, 0, 0, 0, 0, 0
     get = usage.get
-    return (_count(get("input_tokens")), _count(get("output_tokens")), _count(get("cache_creation_input_tokens")),
-            _count(get("cache_read_input_tokens")))
+    write = _count(get("cache_creation_input_tokens"))
+    creation = get("cache_creation")
+    one_hour = min(_count(creation.get("ephemeral_1h_input_tokens")), write) if type(creation) is dict else 0
+    details = get("output_tokens_details")
+    thinking = _count(details.get("thinking_tokens")) if type(details) is dict else 0
+    return (_count(get("input_tokens")), _count(get("output_tokens")), write, _count(get("cache_read_input_tokens")),
+            one_hour, thinking)
 
 
 def _outcome(result: dict) -> dict:
@@ -342,7 +351,8 @@ def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: 
                 tokens = _tokens(message)
                 group.add({"id": row.id, "outcome": Outcome.SUCCEEDED, "error_type": None, "error_message": None,
                            "input_tokens": tokens[0], "output_tokens": tokens[1], "cache_write_tokens": tokens[2],
-                           "cache_read_tokens": tokens[3], "stop_reason": _text(message.get("stop_reason")),
+                           "cache_read_tokens": tokens[3], "cache_write_1h_tokens": tokens[4],
+                           "thinking_tokens": tokens[5], "stop_reason": _text(message.get("stop_reason")),
                            "output_sha256": None, "written_at": at},  # every field: recorded in one C call
                           row.output_path, message_text(message))
             else:

@@ -50,14 +50,15 @@ _OUTCOMES = ("succeeded", "errored", "canceled", "expired")
 # intent_counts' counted columns, and the sums of request rows that give them (in the same order): every
 # attempt (as migration 5 made them), then the latest attempts only (retried_by IS NULL: what a job has)
 _COUNTED = ("open", *_OUTCOMES, "written", "input", "output", "cache_write", "cache_read",
-            "latest_succeeded", "latest_failed", "latest_open", "latest_truncated")
+            "latest_succeeded", "latest_failed", "latest_open", "latest_truncated", "cache_write_1h", "thinking")
 _SUMS_5 = ("sum(outcome IS NULL), sum(outcome IS 'succeeded'), sum(outcome IS 'errored'), sum(outcome IS 'canceled'), "
            "sum(outcome IS 'expired'), sum(written_at IS NOT NULL), " + _USAGE_SUMS)  # frozen: migration 5's
 _LATEST_SUMS = ("sum(retried_by IS NULL AND outcome IS 'succeeded'), "
                 "sum(retried_by IS NULL AND outcome IS NOT NULL AND outcome IS NOT 'succeeded'), "
                 "sum(retried_by IS NULL AND outcome IS NULL), "
                 "sum(retried_by IS NULL AND outcome IS 'succeeded' AND stop_reason IS 'max_tokens')")
-_SUMS = _SUMS_5 + ", " + _LATEST_SUMS
+_SUMS = (_SUMS_5 + ", " + _LATEST_SUMS
+         + ", coalesce(sum(cache_write_1h_tokens), 0), coalesce(sum(thinking_tokens), 0)")  # receipts (migration 8)
 # the latest failed attempts: the partial covering index requests_failed holds exactly these (a query must
 # repeat these terms literally for SQLite to use it)
 _LATEST_FAILED = "retried_by IS NULL AND outcome IS NOT NULL AND outcome <> 'succeeded'"
@@ -170,6 +171,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         # the latest failures of a job (list, retry, the engine) without reading its successes
         "CREATE INDEX requests_failed ON requests(intent_id, retried_by, outcome, id, custom_id, output_path, model, "
         f"max_tokens, error_type, error_message, stop_reason, attempt) WHERE {_LATEST_FAILED}",
+    ]),
+    ("receipts: 1-hour cache writes and thinking tokens per request, summed per intent and model", [
+        "ALTER TABLE requests ADD COLUMN cache_write_1h_tokens INTEGER",   # part of cache_write_tokens
+        "ALTER TABLE requests ADD COLUMN thinking_tokens INTEGER",         # part of output_tokens
+        "ALTER TABLE intent_counts ADD COLUMN cache_write_1h INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE intent_counts ADD COLUMN thinking INTEGER NOT NULL DEFAULT 0",
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -860,7 +867,8 @@ class Store:
     def record_results(self, results: list[dict]) -> None:
         """Record a group of outcomes in one transaction. Each dict: id, outcome and optional fields."""
         fields = ("outcome", "error_type", "error_message", "input_tokens", "output_tokens", "cache_write_tokens",
-                  "cache_read_tokens", "stop_reason", "output_sha256", "written_at")
+                  "cache_read_tokens", "cache_write_1h_tokens", "thinking_tokens", "stop_reason", "output_sha256",
+                  "written_at")
         ids = [r["id"] for r in results]
         values = operator.itemgetter(*fields, "id")  # every field present: one C call per row
         rows = []
@@ -959,6 +967,29 @@ class Store:
         for row in rows:
             row["model"] = row["model"] or None
         return rows
+
+    def usage_receipts(self, *, job_id: str | None = None, batch_id: str | None = None,
+                       since: str | None = None) -> list[dict]:
+        """Summed usage per job, stage, model and day the batch ran (from intent_counts: no request row is
+        read), with the job's mode: what a receipt is priced from. `since`: an ISO day, batches run from it."""
+        clauses, args = ["(c.input + c.output + c.cache_write + c.cache_read) > 0"], []
+        for clause, value in (("i.batch_id=?", batch_id), ("s.job_id=?", job_id)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        day = "substr(coalesce(b.created_at, i.created_at), 1, 10)"
+        if since is not None:
+            clauses.append(f"{day} >= ?")
+            args.append(since)
+        return self._all(
+            f"SELECT s.job_id, j.title, j.mode, s.name AS stage, s.seq, c.model, {day} AS day, "
+            "sum(c.requests - c.open) AS requests, sum(c.input) AS input, sum(c.output) AS output, "
+            "sum(c.cache_write) AS cache_write, sum(c.cache_write_1h) AS cache_write_1h, "
+            "sum(c.cache_read) AS cache_read, sum(c.thinking) AS thinking "
+            "FROM intent_counts c JOIN intents i ON i.id=c.intent_id JOIN stages s ON s.id=i.stage_id "
+            "JOIN jobs j ON j.id=s.job_id LEFT JOIN batches b ON b.intent_id=i.id "
+            f"WHERE {' AND '.join(clauses)} GROUP BY s.job_id, s.seq, c.model, {day} ORDER BY {day}, s.job_id, s.seq",
+            args)
 
     def batch_outcome_counts(self, batch_id: str) -> dict[str, int]:
         """outcome (or 'pending') → requests of a batch, and 'written' (from intent_counts)."""

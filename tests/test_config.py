@@ -91,8 +91,8 @@ def test_all_problems_are_reported_at_once(cli, tmp_path, _isolated_home):
 
 
 def test_shipped_default_names_only_current_models_of_the_installed_sdk():
-    """Every model the default config names (stages and prices) is in the SDK's own Model list and not in its
-    deprecation data: a retired default would make every submission fail."""
+    """Every model the default config names (stages), and the latest shipped price table, is in the SDK's own
+    Model list and not in its deprecation data: a retired default would make every submission fail."""
     import datetime
     import typing
 
@@ -105,8 +105,10 @@ def test_shipped_default_names_only_current_models_of_the_installed_sdk():
     (literal, _) = typing.get_args(Model)
     current = set(typing.get_args(literal))
     default = yaml.safe_load(default_text())
-    named = {stage["model"] for stage in default["stages"].values()} | set(default["prices"])
+    from tegbatchd.costs import PRICE_TABLES
+
+    named = {stage["model"] for stage in default["stages"].values()} | set(PRICE_TABLES[-1][1])
     assert named <= current, f"not in the SDK's model list: {sorted(named - current)}"
     assert not named & set(DEPRECATED_MODELS), f"deprecated: {sorted(named & set(DEPRECATED_MODELS))}"
-    taken = datetime.date.fromisoformat(str(default["prices_as_of"]))
+    taken = datetime.date.fromisoformat(PRICE_TABLES[-1][0])
     assert taken <= datetime.date.today()

@@ -271,7 +271,8 @@ def test_failures_that_will_not_heal_wait_for_the_person_and_the_hint_is_the_com
     job = _poll_until_settled(cli)
     assert job["state"] == "failed" and len(job["batches"]) == 1          # never resubmitted by itself
     (notice,) = _store().notices()
-    assert notice["body"].endswith(f"fix the cause, then tegbatchd retry {sub['job_id']} --all-errors")
+    assert notice["body"].endswith(f"fix the cause, then tegbatchd retry {sub['job_id']} --all-errors. "
+                                   "Cost $0.0000, saved $0.0000 against the standard API")
     assert job["next"] == f"fix the cause, then tegbatchd retry {sub['job_id']} --all-errors"
     plain = cli("retry", sub["job_id"], check=True).out
     assert "Nothing to retry" in plain and "3 invalid_request_error" in plain and "--all-errors" in plain

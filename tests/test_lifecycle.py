@@ -163,7 +163,8 @@ def test_expired_requests_are_resubmitted_once_then_notified_once_in_words(api_c
     assert [n["kind"] for n in notices] == ["job_failed"]   # one notice for the job, none per batch
     assert "msgbatch_" not in notices[0]["title"] + notices[0]["body"]
     assert notices[0]["title"] == "requests from r.jsonl: 0 of 4 files ready"
-    assert notices[0]["body"] == "4 request(s) failed after 2 attempts (expired) — tegbatchd retry " + job["id"]
+    assert notices[0]["body"] == ("4 request(s) failed after 2 attempts (expired) — tegbatchd retry " + job["id"]
+                                  + ". Cost $0.0000, saved $0.0000 against the standard API")  # nothing answered
     job = cli("list", "--json", check=True).json()["jobs"][0]
     assert job["state"] == "failed" and job["next"] == f"tegbatchd retry {job['id']}"
 

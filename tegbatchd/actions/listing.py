@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd import api as api_mod
-from tegbatchd.costs import recorded_cost
+from tegbatchd.costs import Usage, recorded_cost
 from tegbatchd.engine.outcome import job_folder, summarize
 from tegbatchd.locks import is_locked
 
@@ -32,7 +32,7 @@ def _job_next(job: dict, summary) -> str | None:
 def _batch_view(ctx, job: dict, batch: dict) -> dict:
     counts = {k: batch[k] for k in ("processing", "succeeded", "errored", "canceled", "expired")}
     outcome = ctx.store.batch_outcome_counts(batch["id"])
-    cost = recorded_cost(ctx.config, ctx.store.usage_by_model(batch_id=batch["id"]))
+    cost = recorded_cost(ctx.config, ctx.store.usage_receipts(batch_id=batch["id"]))
     return {"id": batch["id"], "stage": batch["stage_name"], "created_at": batch["created_at"],
             "api_status": batch["api_status"], "local_state": batch["local_state"], "counts": counts,
             "outputs_written": outcome["written"], "cost_usd": round(cost.batch, 4),
@@ -57,12 +57,17 @@ def job_view(ctx, job: dict) -> dict:
     batches = [_batch_view(ctx, job, b) for b in store.batches_of_job(job["id"])]
     summary = summarize(store, job)
     stages = store.stages(job["id"])
-    cost = recorded_cost(ctx.config, store.usage_by_model(job_id=job["id"]), batch=job["mode"] != "now")
+    receipts = store.usage_receipts(job_id=job["id"])
+    cost = recorded_cost(ctx.config, receipts)
+    rates = {s["seq"]: Usage() for s in stages}
+    for row in receipts:
+        rates[row["seq"]] = rates.get(row["seq"], Usage()) + Usage.of_row(row)
     return {"id": job["id"], "kind": job["kind"], "title": job["title"], "state": job["state"],
             "mode": job["mode"],
             "created_at": job["created_at"], "data_root": job["data_root"],
             "folder": job_folder(store, job["id"], stages[-1]["seq"] if stages else 0, planned=True), "reconciling": reconciling(ctx, job),
-            "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"]} for s in stages],
+            "stages": [{"name": s["name"], "state": s["state"], "notes": s["notes"],
+                        "cache_hit_rate": _rate(rates[s["seq"]])} for s in stages],
             "written": summary.written, "files_planned": summary.total, "pending": summary.in_flight,
             "failed": [f.custom_id for f in summary.failures],
             "failures": [{"custom_id": f.custom_id, "stage": f.stage, "reason": f.reason, "attempts": f.attempts,
@@ -70,7 +75,11 @@ def job_view(ctx, job: dict) -> dict:
             "truncated": summary.truncated, "blocked_reason": job.get("blocked_reason"),
             "next": _job_next(job, summary),
             "cost_usd": round(cost.batch, 4), "standard_cost_usd": round(cost.standard, 4),
-            "batches": batches}
+            "saved_usd": round(cost.saved, 4), "batches": batches}
+
+
+def _rate(usage: Usage) -> float | None:
+    return None if usage.hit_rate is None else round(usage.hit_rate, 4)
 
 
 @dataclass

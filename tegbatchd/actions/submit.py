@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from tegbatchd import api as api_mod
 from tegbatchd import costs
+from tegbatchd.caching import estimate_item
 from tegbatchd.engine.claims import claimed_outputs, conflicts
 from tegbatchd.engine.events import Event, StageSubmitted
 from tegbatchd.engine.ids import new_job_id
@@ -54,7 +55,7 @@ class SubmitReport:
 def _dry_run(ctx, title: str, items: list[Item], later_stages: list[str], notes: list[str]) -> DryRunReport:
     limits = ctx.config["batch_limits"]
     groups = split(items, limits["max_requests"], limits["max_bytes"])
-    estimate = costs.estimate(ctx.config, [(i.model, len(i.line), i.max_tokens) for i in items])
+    estimate = costs.estimate(ctx.config, [estimate_item(i.line, i.model, i.max_tokens) for i in items]).cost
     return DryRunReport(title, len(items), len(groups), estimate, items, later_stages, notes)
 
 
@@ -65,8 +66,9 @@ def _job_estimate(ctx, job_id: str) -> tuple[int, costs.Cost]:
     for stage in ctx.store.stages(job_id):
         for intent in ctx.store.intents_of_stage(stage["id"]):
             sizes[intent["id"]] = intent["byte_size"] / max(1, intent["request_count"])
-    return len(rows), costs.estimate(ctx.config, [(r["model"], sizes.get(r["intent_id"], 0), r["max_tokens"])
-                                                  for r in rows])
+    return len(rows), costs.estimate(ctx.config, [
+        costs.EstimateItem(r["model"], int(sizes.get(r["intent_id"], 0) / costs.CHARS_PER_TOKEN), r["max_tokens"] or 0)
+        for r in rows]).cost
 
 
 def _report(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[str], client) -> SubmitReport:

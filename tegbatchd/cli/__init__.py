@@ -27,6 +27,7 @@ COMMANDS = {
     "submit": "tegbatchd.cli.submit",
     "list": "tegbatchd.cli.listing",
     "status": "tegbatchd.cli.listing",
+    "costs": "tegbatchd.cli.costs",
     "retrieve": "tegbatchd.cli.batches",
     "cancel": "tegbatchd.cli.batches",
     "retry": "tegbatchd.cli.batches",

@@ -82,6 +82,7 @@ def cmd_status(args, ctx) -> int:
         print(f"{view['id']}  {view['title']}  [{view['state']}]  {view['written']} of {view['files_planned']} "
               f"files written, pending {view['pending']}, failed {len(view['failed'])}")
         _print_job_lines(view, args.utc)
+        _print_costs(view)
         if view["blocked_reason"]:
             print(f"    blocked: {view['blocked_reason']}")
         if view["next"]:
@@ -114,3 +115,13 @@ def _print_batch(view: dict, utc: bool) -> None:
         print(f"  truncated at max_tokens: {', '.join(view['truncated'])}")
     if view["next"]:
         print(f"  next: {view['next']}")
+
+
+def _print_costs(job: dict) -> None:
+    """`status JOB`: each stage's cache hit rate, what the job cost and saved."""
+    rates = [f"{s['name']} {s['cache_hit_rate']:.0%}" for s in job["stages"] if s.get("cache_hit_rate") is not None]
+    if job["mode"] == "now":
+        print(f"    cost ${job['cost_usd']:.4f} at the standard API price")
+    else:
+        print(f"    cost ${job['cost_usd']:.4f} (standard API ${job['standard_cost_usd']:.4f}, saved "
+              f"${job['saved_usd']:.4f})" + (f"; cache hit rate {', '.join(rates)}" if rates else ""))

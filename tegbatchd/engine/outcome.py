@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tegbatchd import costs
 from tegbatchd.engine.states import JobState, failure_kind
 
 
@@ -132,6 +133,7 @@ def finish(ctx, job: dict, state: JobState) -> str:
     store = ctx.store
     summary = summarize(store, {**job, "state": state}, folder=True)
     title, body, urgency = summary.notice()
+    body += f". {costs.cost_sentence(costs.recorded_cost(ctx.config, store.usage_receipts(job_id=job['id'])), job['mode'])}"
     if ctx.config["notifications"]["enabled"]:
         store.add_notice(f"job:{job['id']}:{job.get('outcomes', 0)}", f"job_{state}", title, body, job_id=job["id"],
                          open_path=summary.folder, urgency=urgency)

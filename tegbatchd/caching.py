@@ -1,0 +1,107 @@
+"""Prompt caching: which requests share a cacheable prefix, the models' minimum cacheable lengths, and
+which requests of a stage to send first so the others read the cache (priming).
+
+A request's cached prefix is its leading `tools` and `system` blocks up to the last one marked
+`cache_control` (the prompt order of the Messages API). Two requests share it when those blocks are the
+same, byte for byte, for the same model. A prefix shorter than the model's minimum cacheable length is
+never cached by the API, so it is neither priced as a cache write nor primed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+
+from tegbatchd.costs import CHARS_PER_TOKEN, EstimateItem
+
+# Minimum cacheable prompt length in tokens, by model family (longest match first). From LiteLLM's
+# prompt-caching page (2026-10) and orq.ai's (Sonnet 4.6: 2,048, the larger of the two figures found).
+MIN_CACHEABLE = {
+    "claude-opus-5": 512,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-7": 4096,
+    "claude-haiku-4-5": 4096,
+    "claude-haiku-3": 2048,
+    "claude-3-5-haiku": 2048,
+    "claude-sonnet-4-6": 2048,
+}
+DEFAULT_MIN_CACHEABLE = 1024   # Sonnet 5, Opus 4.8, Sonnet 4.x, Opus 4/4.1
+
+
+def min_cacheable(model: str | None) -> int:
+    """The fewest prompt tokens a model caches."""
+    model = model or ""
+    for name in sorted(MIN_CACHEABLE, key=len, reverse=True):
+        if model.startswith(name):
+            return MIN_CACHEABLE[name]
+    return DEFAULT_MIN_CACHEABLE
+
+
+@dataclass(frozen=True)
+class Prefix:
+    key: str           # same model and same blocks: same key (the cache_control marks left out)
+    tokens: int        # estimated at costs.CHARS_PER_TOKEN characters a token
+    one_hour: bool     # the last mark asks for the 1-hour cache
+
+
+def _marked(blocks) -> int:
+    """Index of the last block carrying cache_control, or -1."""
+    if not isinstance(blocks, list):
+        return -1
+    return max((i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")), default=-1)
+
+
+def _unmarked(blocks: list) -> list:
+    return [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks]
+
+
+def cache_prefix(params: dict) -> Prefix | None:
+    """The cached prefix of a request's params, or None when nothing is marked for caching."""
+    tools, system = params.get("tools"), params.get("system")
+    in_system, in_tools = _marked(system), _marked(tools)
+    if in_system >= 0 and isinstance(system, list):
+        parts, mark = [tools if isinstance(tools, list) else [], system[: in_system + 1]], system[in_system]
+    elif in_tools >= 0 and isinstance(tools, list):
+        parts, mark = [tools[: in_tools + 1], []], tools[in_tools]
+    else:
+        return None
+    control = mark.get("cache_control")
+    one_hour = isinstance(control, dict) and control.get("ttl") == "1h"
+    text = json.dumps([_unmarked(parts[0]), _unmarked(parts[1])], separators=(",", ":"), ensure_ascii=False)
+    key = hashlib.sha256(json.dumps([params.get("model"), text]).encode()).hexdigest()
+    return Prefix(key, int(len(text) / CHARS_PER_TOKEN), one_hour)
+
+
+def estimate_item(line: bytes, model: str | None, max_tokens: int | None) -> EstimateItem:
+    """What an estimate needs of one archived request line (parsed only when it marks a cache prefix)."""
+    item = EstimateItem(model, int(len(line) / CHARS_PER_TOKEN), max_tokens or 0)
+    if b'"cache_control"' not in line:
+        return item
+    params = json.loads(line).get("params") or {}
+    prefix = cache_prefix(params)
+    if prefix is not None and prefix.tokens >= min_cacheable(model):
+        item.prefix_key, item.prefix_tokens, item.prefix_1h = prefix.key, prefix.tokens, prefix.one_hour
+    return item
+
+
+def primable(items: list[EstimateItem]) -> frozenset[str]:
+    """The prefixes worth priming: shared by at least two requests and long enough to be cached."""
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.prefix_key:
+            counts[item.prefix_key] = counts.get(item.prefix_key, 0) + 1
+    return frozenset(k for k, n in counts.items() if n >= 2)
+
+
+def on_one_hour_cache(params: dict) -> dict:
+    """A copy of params whose cache marks ask for the 1-hour cache (the same blocks, so the same prefix)."""
+    out = copy.deepcopy(params)
+    for group in ("tools", "system"):
+        for block in out.get(group) or []:
+            if isinstance(block, dict) and block.get("cache_control"):
+                block["cache_control"] = {**block["cache_control"], "ttl": "1h"} \
+                    if isinstance(block["cache_control"], dict) else {"type": "ephemeral", "ttl": "1h"}
+    return out

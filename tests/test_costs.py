@@ -1,0 +1,98 @@
+"""Receipts: usage recorded per request as results are retrieved, priced with the table that held the day
+the batch ran, batch discount applied; `costs`, `status JOB`, `list` and the job's notification show it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, write_requests
+
+TEMPLATE = "commentary/misc/{custom_id}.md"
+
+
+def _store():
+    from tegbatchd.store import Store
+
+    return Store.open(Path(os.environ["TEGBATCHD_HOME"]) / "state" / "state.db")
+
+
+def _cached_requests(path: Path, n: int, *, ttl: str | None = None) -> Path:
+    """n requests sharing one long system prompt marked for caching (each its own user message)."""
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    system = [{"type": "text", "text": "You are a golf journalist. " * 400, "cache_control": control}]
+    return write_requests(path, n, extra={"system": system})
+
+
+def test_real_results_receipt_summed_by_hand_with_the_table_of_the_day_the_batch_ran(api_cli, tmp_path):
+    """The real results file (7 requests, each writing the same 2,533-token prefix, none reading it),
+    replayed as of 2026-11-29: claude-sonnet-4-5 is priced from the 2026-09 table ($3 / $15, writes 1.25x),
+    half off for the batch; the hit rate says caching did nothing."""
+    fixture = FIXTURES / "anthropic" / "results-satire-7.jsonl"
+    lines = [json.loads(line) for line in fixture.read_text().splitlines() if line.strip()]
+    cli, _ = api_cli("--process-seconds", "0", "--today", "2026-11-29", "--replay-results", str(fixture))
+    reqs = tmp_path / "satire.jsonl"
+    reqs.write_text("".join(json.dumps({"custom_id": r["custom_id"], "params": {
+        "model": "claude-sonnet-4-5", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}}) + "\n"
+        for r in lines))
+    sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()
+    cli("poll", "--once", check=True)
+
+    rows = _store().conn.execute("SELECT input_tokens, cache_write_tokens, cache_write_1h_tokens, cache_read_tokens, "
+                                 "output_tokens FROM requests").fetchall()
+    assert len(rows) == 7 and all(r[1] == 2533 and r[2] == 0 and r[3] == 0 for r in rows)
+    by_hand = sum(r[0] * 3.0 + r[1] * 3.0 * 1.25 + r[3] * 0.3 + r[4] * 15.0 for r in rows) / 1e6
+    expected_usage = sum(r["result"]["message"]["usage"]["input_tokens"] for r in lines)
+    assert sum(r[0] for r in rows) == expected_usage
+
+    costs = cli("costs", "--json", check=True).json()
+    assert costs["total"]["standard_cost_usd"] == pytest.approx(by_hand, abs=1e-4)
+    assert costs["total"]["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4)
+    assert costs["total"]["saved_usd"] == pytest.approx(by_hand / 2, abs=1e-4)
+    assert costs["total"]["cache_write_5m_tokens"] == 7 * 2533 and costs["total"]["cache_hit_rate"] == 0
+    assert [s["label"] for s in costs["stages"]] == ["requests"]
+
+    status = cli("status", sub["job_id"], "--json", check=True).json()
+    assert status["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4) and status["stages"][0]["cache_hit_rate"] == 0
+    text = cli("status", sub["job_id"], check=True).out
+    assert f"saved ${by_hand / 2:.4f}" in text and "cache hit rate 0%" in text
+    listed = cli("list", "--json", check=True).json()["jobs"][0]
+    assert listed["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4)
+    (notice,) = _store().notices()
+    assert notice["body"].endswith(f"Cost ${by_hand / 2:.4f}, saved ${by_hand / 2:.4f} against the standard API")
+
+
+def test_costs_by_stage_model_and_month_and_since(api_cli, tmp_path):
+    """Cache writes on the 1-hour TTL are recorded apart from 5-minute ones and priced at 2x input."""
+    cli, _ = api_cli("--process-seconds", "0")
+    cli("submit", "requests", str(_cached_requests(tmp_path / "a.jsonl", 3, ttl="1h")), "--output", TEMPLATE,
+        "--json", check=True)
+    cli("poll", "--once", check=True)
+    rows = _store().conn.execute("SELECT input_tokens, cache_write_tokens, cache_write_1h_tokens, cache_read_tokens, "
+                                 "output_tokens, model FROM requests").fetchall()
+    assert {r[5] for r in rows} == {"claude-sonnet-5-5"} and all(r[1] == r[2] > 0 for r in rows)
+    by_hand = sum(r[0] * 2.0 + r[2] * 4.0 + r[3] * 0.2 + r[4] * 10.0 for r in rows) / 1e6 / 2
+    for by in ("stage", "model", "month", "job"):
+        report = cli("costs", "--by", by, "--json", check=True).json()
+        assert len(report["rows"]) == 1 and report["rows"][0]["cost_usd"] == pytest.approx(by_hand, abs=1e-4)
+    assert cli("costs", "--by", "model", "--json", check=True).json()["rows"][0]["key"] == "claude-sonnet-5-5"
+    assert cli("costs", "--since", "2999-01-01", "--json", check=True).json()["rows"] == []
+    text = cli("costs", "--by", "stage", check=True).out
+    assert "cache hit rate by stage: requests 0% of" in text and f"${by_hand:.4f}" in text
+    bad = cli("costs", "--since", "last week")
+    assert bad.code == 2 and "--since 'last week' is not a date" in bad.err
+
+
+def test_own_price_wins_over_the_shipped_tables(api_cli, tmp_path):
+    cli, _ = api_cli("--process-seconds", "0")
+    config = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("prices:\n  claude-sonnet-5-5:\n    input: 20.0\n    output: 100.0\n")
+    cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output", TEMPLATE, check=True)
+    cli("poll", "--once", check=True)
+    rows = _store().conn.execute("SELECT input_tokens, output_tokens FROM requests").fetchall()
+    by_hand = sum(r[0] * 20.0 + r[1] * 100.0 for r in rows) / 1e6
+    assert cli("costs", "--json", check=True).json()["total"]["standard_cost_usd"] == pytest.approx(by_hand, abs=1e-4)
