@@ -76,6 +76,22 @@ def _opt_day(v):
     return None
 
 
+def _choice(*allowed):
+    def check(v):
+        return None if v in allowed else f"must be one of {', '.join(allowed)}"
+
+    return check
+
+
+def _priming(v):
+    """auto | off (YAML reads a bare off as false, on as true: both taken as meant)."""
+    return None if isinstance(v, bool) else _choice("auto", "off")(v)
+
+
+def _opt_usd(v):
+    return None if v is None else _number(0, lo_open=True)(v)
+
+
 _PRICE = {"input": _number(0), "output": _number(0), "cache_write": _number(0), "cache_write_1h": _number(0),
           "cache_read": _number(0)}
 _STAGE = {"model": _str, "max_tokens": _number(1, 128_000, integer=True)}
@@ -102,6 +118,8 @@ SCHEMA: dict[str, Any] = {
     "prices": MapOf(_PRICE),
     "prices_as_of": _opt_day,
     "batch_discount": _number(0, 1, hi_open=True),
+    "budget": {"monthly_usd": _opt_usd, "job_usd": _opt_usd},
+    "cache_priming": _priming,
     "batch_limits": {
         "max_requests": _number(1, API_MAX_REQUESTS, integer=True),
         "max_bytes": _number(1024, API_MAX_BYTES, integer=True),

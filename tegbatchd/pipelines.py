@@ -15,7 +15,7 @@ class Pipeline(Protocol):
 
     def title(self, spec: dict) -> str: ...
     def stages(self, spec: dict) -> list[str]: ...
-    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> Any: ...
+    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any, read: Any = None) -> Any: ...
     def after_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> list[Path]: ...
     def planned_outputs(self, spec: dict) -> list[str] | None: ...
 
@@ -31,7 +31,7 @@ class RequestsFile:
     def stages(self, spec: dict) -> list[str]:
         return ["requests"]
 
-    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> Any:
+    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any, read: Any = None) -> Any:
         """The requests of the file, read again (a submit killed before it recorded them is rebuilt so)."""
         from tegbatchd.submission import read_requests_file
         from tegbatchd.teg.pipelines import PlannedRequest, StagePlan
@@ -62,7 +62,7 @@ class ImportedBatch:
     def stages(self, spec: dict) -> list[str]:
         return ["imported"]
 
-    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> Any:
+    def build_stage(self, spec: dict, index: int, data_root: Path, config: Any, read: Any = None) -> Any:
         from tegbatchd.teg.pipelines import StagePlan
 
         return StagePlan()  # never built: the batch exists already
@@ -83,6 +83,20 @@ class ImportedBatch:
         from tegbatchd.teg.pipelines import legacy_output
 
         return legacy_output(custom_id)
+
+
+def estimate_plans(kind: str, spec: dict, data_root: Path, config: Any) -> list[tuple[str, Any, bool]]:
+    """(stage name, its planned requests, built from stand-ins) for every stage of a job, as an estimate sees
+    them: the first stage as it would be sent; a later one from its planned prompts, each earlier output
+    this job will write stood in by text as long as its stage's max_tokens allows (an upper bound)."""
+    pipeline = get_pipeline(kind)
+    if kind == "requests":
+        return [("requests", pipeline.build_stage(spec, 0, data_root, config), False)]
+    from tegbatchd.teg.pipelines import stand_in_reader
+
+    read = stand_in_reader(spec, config)
+    return [(name, pipeline.build_stage(spec, index, data_root, config, read=read if index else None), index > 0)
+            for index, name in enumerate(pipeline.stages(spec))]
 
 
 def get_pipeline(kind: str) -> Pipeline:

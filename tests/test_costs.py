@@ -96,3 +96,44 @@ def test_own_price_wins_over_the_shipped_tables(api_cli, tmp_path):
     rows = _store().conn.execute("SELECT input_tokens, output_tokens FROM requests").fetchall()
     by_hand = sum(r[0] * 20.0 + r[1] * 100.0 for r in rows) / 1e6
     assert cli("costs", "--json", check=True).json()["total"]["standard_cost_usd"] == pytest.approx(by_hand, abs=1e-4)
+
+
+def _priming_off() -> None:
+    config = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("cache_priming: off\n")
+
+
+@pytest.mark.parametrize("answers", ["at max_tokens", "short"])
+def test_whole_job_estimate_bounds_the_receipt_within_the_stated_margin(api_cli, real_data, answers):
+    """Every stage is estimated at submit (the narrative from its planned prompts, the notes at their
+    max_tokens); the receipt never passes the estimate, and when answers run to max_tokens (the case the
+    estimate is for) it is within 25% below it."""
+    _priming_off()
+    long = ("--answer-bytes", "40000") if answers == "at max_tokens" else ()
+    cli, _ = api_cli("--process-seconds", "0", *long)
+    dry = cli("submit", "round-reports", "--teg", "16-17", "--round", "1-4", "--dry-run", "--json", check=True).json()
+    assert [s["stage"] for s in dry["stage_estimates"]] == ["story_notes", "narrative"]
+    assert [s["requests"] for s in dry["stage_estimates"]] == [8, 8] and dry["stage_estimates"][1]["from_plan"]
+    sub = cli("submit", "round-reports", "--teg", "16-17", "--round", "1-4", "--json", check=True).json()
+    assert sub["estimated_cost_usd"] == dry["estimated_cost_usd"] > 0
+    for _ in range(3):
+        cli("poll", "--once", check=True)
+    job = cli("status", sub["job_id"], "--json", check=True).json()
+    assert job["state"] == "done"
+    receipt = {s["label"]: s["cost_usd"] for s in cli("costs", "--by", "stage", "--json", check=True).json()["rows"]}
+    for stage in dry["stage_estimates"]:
+        assert receipt[stage["stage"]] <= stage["estimated_cost_usd"]
+        if answers == "at max_tokens":
+            assert receipt[stage["stage"]] >= 0.75 * stage["estimated_cost_usd"], (stage, receipt)
+    assert job["cost_usd"] <= sub["estimated_cost_usd"]
+
+
+def test_now_dry_run_shows_the_standard_price_it_pays_and_no_batches(cli, real_data):
+    dry = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--now", "--dry-run", check=True).out
+    assert "batch" not in dry.lower() and "standard API price, which --now pays" in dry
+    js = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--now", "--dry-run", "--json",
+             check=True).json()
+    assert js["estimated_cost_usd"] == js["standard_cost_usd"] > 0 and "batches" not in js
+    batch = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--dry-run", "--json", check=True).json()
+    assert batch["standard_cost_usd"] == js["standard_cost_usd"] and batch["estimated_cost_usd"] < js["estimated_cost_usd"]

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from tegbatchd import api as api_mod
 from tegbatchd import costs
-from tegbatchd.caching import estimate_item
 from tegbatchd.engine.claims import claimed_outputs, conflicts
 from tegbatchd.engine.events import Event, StageSubmitted
 from tegbatchd.engine.ids import new_job_id
@@ -18,6 +17,7 @@ from tegbatchd.engine.loop import BatchSender, advance
 from tegbatchd.engine.outcome import summarize
 from tegbatchd.engine.states import JobState
 from tegbatchd.errors import EXIT_AUTH, InputError, UserError
+from tegbatchd.estimates import JobEstimate, StageEstimate, items_estimate, job_estimate
 from tegbatchd.locks import is_locked
 from tegbatchd.paths import resolve_user_path
 from tegbatchd.pipelines import get_pipeline
@@ -31,10 +31,12 @@ class DryRunReport:
     title: str
     requests: int
     batches: int
-    estimate: costs.Cost
+    estimate: costs.Cost         # the whole job (every stage), without priming: the upper bound
     items: list[Item]
     later_stages: list[str]
     notes: list[str] = field(default_factory=list)
+    job: JobEstimate | None = None   # per stage, with and without priming
+    now: bool = False            # `--now`: the standard Messages API at once, the standard price
 
 
 @dataclass
@@ -43,37 +45,32 @@ class SubmitReport:
     title: str
     batch_ids: list[str]
     requests: int
-    estimate: costs.Cost
+    estimate: costs.Cost         # the whole job (every stage)
     deferred: list[str]          # why a create is not confirmed yet
     confirmed: bool              # every batch id is recorded: the laptop may close
     daemon_running: bool
     notes: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     client: object = None        # for --wait
+    job: JobEstimate | None = None
 
 
-def _dry_run(ctx, title: str, items: list[Item], later_stages: list[str], notes: list[str]) -> DryRunReport:
+def _dry_run(ctx, title: str, items: list[Item], later_stages: list[str], notes: list[str],
+             job: JobEstimate) -> DryRunReport:
     limits = ctx.config["batch_limits"]
     groups = split(items, limits["max_requests"], limits["max_bytes"])
-    estimate = costs.estimate(ctx.config, [estimate_item(i.line, i.model, i.max_tokens) for i in items]).cost
-    return DryRunReport(title, len(items), len(groups), estimate, items, later_stages, notes)
+    return DryRunReport(title, len(items), len(groups), job.total.cost, items, later_stages, notes, job, job.now)
 
 
-def _job_estimate(ctx, job_id: str) -> tuple[int, costs.Cost]:
-    """Request count and estimated cost of what a job has recorded so far."""
-    rows = ctx.store.job_requests(job_id)
-    sizes = {}
-    for stage in ctx.store.stages(job_id):
-        for intent in ctx.store.intents_of_stage(stage["id"]):
-            sizes[intent["id"]] = intent["byte_size"] / max(1, intent["request_count"])
-    return len(rows), costs.estimate(ctx.config, [
-        costs.EstimateItem(r["model"], int(sizes.get(r["intent_id"], 0) / costs.CHARS_PER_TOKEN), r["max_tokens"] or 0)
-        for r in rows]).cost
+def _requests_estimate(ctx, items: list[Item]) -> JobEstimate:
+    estimate, primed = items_estimate(ctx.config, items)
+    return JobEstimate([StageEstimate("requests", len(items), estimate, primed=primed)])
 
 
-def _report(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[str], client) -> SubmitReport:
-    count, estimate = _job_estimate(ctx, job_id)
-    return SubmitReport(job_id, title, batch_ids, count, estimate, deferred,
+def _report(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[str], client,
+            job: JobEstimate) -> SubmitReport:
+    count = len(ctx.store.job_requests(job_id))
+    return SubmitReport(job_id, title, batch_ids, count, job.total.cost, deferred, job=job,
                         confirmed=not ctx.store.open_intents(job_id),
                         daemon_running=is_locked(ctx.paths.state_dir / "daemon.lock"), client=client)
 
@@ -133,8 +130,9 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     spec = {"source": str(source), "output": output, "label": label}
     title = pipeline.title(spec)
     warnings = _preflight(ctx, items, item_model_uses(items, source.name), source=str(source), dry_run=dry_run)
+    estimate = _requests_estimate(ctx, items)
     if dry_run:
-        return _dry_run(ctx, title, items, [], warnings)
+        return _dry_run(ctx, title, items, [], warnings, estimate)
     client = make_client(ctx)
     store = ctx.store
     _refuse_conflicts(ctx, [str(i.output) for i in items], again)
@@ -154,7 +152,7 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
                       next_step=f"top up, then tegbatchd retry {job_id}")
         raise UserError(f"{exc}; the job is recorded and waits", next_step=f"top up your Anthropic balance or "
                         f"limit, then `tegbatchd retry {job_id}`") from None
-    report = _report(ctx, job_id, title, batch_ids, deferred, client)
+    report = _report(ctx, job_id, title, batch_ids, deferred, client, estimate)
     report.notes = warnings
     return report
 
@@ -182,8 +180,10 @@ def submit_teg(ctx, kind: str, args) -> SubmitReport | DryRunReport | int:
         later = stages[2:]
     names = [n for stage in stages for n in (spec["reports"] if stage == "reports" else [stage])]
     warnings = _preflight(ctx, items, stage_model_uses(ctx.config, names), source=title, dry_run=args.dry_run)
+    now = bool(getattr(args, "now", False))
+    estimate = job_estimate(ctx.config, kind, spec, data_root, now=now)
     if args.dry_run:
-        return _dry_run(ctx, title, items, later, first.notes + warnings)
+        return _dry_run(ctx, title, items, later, first.notes + warnings, estimate)
     _refuse_conflicts(ctx, [str(data_root / rel) for rel in pipeline.planned_outputs(spec) or []], args.again)
     if getattr(args, "now", False):
         return run_job_now(ctx, kind, spec, title, stages)
@@ -198,7 +198,7 @@ def submit_teg(ctx, kind: str, args) -> SubmitReport | DryRunReport | int:
         raise UserError(f"{title}: {done.blocked}", next_step=f"fix it, then `tegbatchd retry {job_id}`")
     batch_ids = [b["id"] for b in store.batches_of_job(job_id)]
     deferred = [note for e in done.events if isinstance(e, StageSubmitted) for note in e.deferred]
-    report = _report(ctx, job_id, title, batch_ids, deferred, client)
+    report = _report(ctx, job_id, title, batch_ids, deferred, client, estimate)
     report.notes = list(spec.get("skipped", [])) + warnings
     report.events = [e for e in done.events if not isinstance(e, StageSubmitted)]
     return report

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from tegbatchd.actions import submit as actions
 from tegbatchd.cli.options import add_data_dir, add_json
+from tegbatchd.costs import money
 from tegbatchd.errors import EXIT_FAILED, EXIT_UNCONFIRMED
+from tegbatchd.estimates import JobEstimate, how
 
 
 def register(sub) -> None:
@@ -72,19 +74,63 @@ def _show(ctx, report, args) -> int:
     return code
 
 
+def _estimate_json(job: JobEstimate | None) -> dict:
+    if job is None:
+        return {}
+    total = job.total
+    return {"stage_estimates": [{"stage": s.name, "requests": s.requests, "from_plan": s.from_plan,
+                                 "estimated_cost_usd": round(s.estimate.cost.batch, 4),
+                                 "standard_cost_usd": round(s.estimate.cost.standard, 4),
+                                 "primed_cost_usd": None if job.now else round(s.estimate.primed.batch, 4),
+                                 "primed": s.primed} for s in job.stages],
+            "primed_cost_usd": None if job.now else round(total.primed.batch, 4), "estimate_method": how()}
+
+
+def _estimate_lines(job: JobEstimate) -> list[str]:
+    """Per stage and in total: the upper bound beside the standard price (`--now`: the price it pays)."""
+    unpriced = job.total.cost.unknown_models
+    if job.now:
+        lines = ["  Estimated cost at the standard API price, which --now pays, at most:"]
+        for s in job.stages:
+            lines.append(f"    {s.name:<14} {s.requests:>5} request(s)  {money(s.estimate.cost.standard)}")
+        lines.append(f"    {'total':<14} {job.total.requests:>5} request(s)  {money(job.total.cost.standard)}")
+    else:
+        lines = ["  Estimated cost, at most:"]
+        for s in job.stages:
+            c = s.estimate.cost
+            plan = "  (from its planned prompts)" if s.from_plan else ""
+            lines.append(f"    {s.name:<14} {s.requests:>5} request(s)  {money(c.batch)}  (standard API "
+                         f"{money(c.standard)}){plan}")
+        t = job.total
+        lines.append(f"    {'total':<14} {t.requests:>5} request(s)  {money(t.cost.batch)}  (standard API "
+                     f"{money(t.cost.standard)})")
+        if job.priming_helps:
+            lines.append(f"    with cache priming (cache_priming: auto): {money(t.primed.batch)}, without: "
+                         f"{money(t.cost.batch)}")
+    if unpriced:
+        lines.append(f"    no price for {', '.join(unpriced)}: add it under `prices` in the config")
+    lines.append(f"    ({how()})")
+    return lines
+
+
 def _show_dry_run(ctx, report: actions.DryRunReport) -> int:
     if ctx.json_output:
         ctx.emit_json({"dry_run": True, "title": report.title, "requests": report.requests,
-                       "batches": report.batches, "estimated_cost_usd": round(report.estimate.batch, 4),
+                       **({"now": True} if report.now else {"batches": report.batches}),
+                       "estimated_cost_usd": round(report.estimate.standard if report.now else report.estimate.batch, 4),
                        "standard_cost_usd": round(report.estimate.standard, 4),
                        "outputs": [str(i.output) for i in report.items], "later_stages": report.later_stages,
-                       "notes": report.notes})
+                       "notes": report.notes, **_estimate_json(report.job)})
         return 0
     for note in report.notes:
         print(f"note: {note}")
     print(f"Dry run — nothing sent. {report.title}")
-    print(f"  {report.requests} request(s) in {report.batches} batch(es); estimated cost at most "
-          f"{report.estimate.describe()}")
+    if report.now:
+        print(f"  {report.requests} request(s) to the standard Messages API at once (--now, the standard price)")
+    else:
+        print(f"  {report.requests} request(s) in {report.batches} batch(es)")
+    for line in _estimate_lines(report.job) if report.job else []:
+        print(line)
     for item in report.items[:20]:
         print(f"  {item.custom_id:<40} → {item.output}")
     if len(report.items) > 20:
@@ -101,7 +147,8 @@ def _show_submitted(ctx, r: actions.SubmitReport) -> int:
         ctx.emit_json({"job_id": r.job_id, "title": r.title, "batch_ids": r.batch_ids, "requests": r.requests,
                        "estimated_cost_usd": round(r.estimate.batch, 4),
                        "standard_cost_usd": round(r.estimate.standard, 4), "deferred": r.deferred,
-                       "confirmed": r.confirmed, "daemon_running": r.daemon_running, "notes": r.notes})
+                       "confirmed": r.confirmed, "daemon_running": r.daemon_running, "notes": r.notes,
+                       **_estimate_json(r.job)})
         return code
     for note in r.notes:
         print(f"note: {note}")
@@ -116,7 +163,11 @@ def _show_submitted(ctx, r: actions.SubmitReport) -> int:
     for note in r.deferred:
         print(f"Note:     {note}")
     print(f"Requests: {r.requests}")
-    print(f"Cost:     at most {r.estimate.describe()}")
+    if r.job is not None and len(r.job.stages) > 1:
+        for line in _estimate_lines(r.job):
+            print(line)
+    else:
+        print(f"Cost:     at most {r.estimate.describe()}")
     print()
     if r.confirmed:
         print("You can close your laptop now: the batches run on Anthropic's servers.")

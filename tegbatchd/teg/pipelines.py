@@ -136,8 +136,11 @@ class RoundReports:
     def stages(self, spec: dict) -> list[str]:
         return ["story_notes"] if spec.get("story_notes_only") else ["story_notes", "narrative"]
 
-    def build_stage(self, spec: dict, index: int, data_root: Path, config) -> StagePlan:
-        """Given a spec and a stage index, return that stage's requests and notes on what was skipped."""
+    def build_stage(self, spec: dict, index: int, data_root: Path, config, read=None) -> StagePlan:
+        """Given a spec and a stage index, return that stage's requests and notes on what was skipped.
+
+        `read(data_root, rel)` reads an earlier stage's output (an estimate passes stand-ins)."""
+        read = read or _read
         from tegbatchd.teg import prompts
         from tegbatchd.teg.facts import round_facts
 
@@ -158,7 +161,7 @@ class RoundReports:
                 plan.requests.append(PlannedRequest(f"TEG{teg}_R{r}_story_notes",
                                                     prompts.request_params(stage, config, system, text), notes_rel))
             else:
-                notes = _read(data_root, notes_rel)
+                notes = read(data_root, notes_rel)
                 if notes is None:
                     plan.notes.append(f"TEG{teg} R{r}: story notes missing, report skipped")
                     continue
@@ -211,15 +214,18 @@ class Tournament:
             return ["reports"]
         return ["round_story", "synthesis"] + (["reports"] if spec.get("reports") else [])
 
-    def build_stage(self, spec: dict, index: int, data_root: Path, config) -> StagePlan:
-        """Given a spec and a stage index, return that stage's requests and notes on what was skipped."""
+    def build_stage(self, spec: dict, index: int, data_root: Path, config, read=None) -> StagePlan:
+        """Given a spec and a stage index, return that stage's requests and notes on what was skipped.
+
+        `read(data_root, rel)` reads an earlier stage's output (an estimate passes stand-ins)."""
+        read = read or _read
         from tegbatchd.teg import prompts
         from tegbatchd.teg.facts import round_facts, tournament_facts
 
         stage = self.stages(spec)[index]
         plan = StagePlan(notes=list(spec.get("skipped", [])) if index == 0 else [])
         if stage == "reports":
-            self._reports(spec, data_root, config, plan)
+            self._reports(spec, data_root, config, plan, read)
             return plan
         table = _table(spec)
         system = prompts.load_prompt(stage, config, data_root)
@@ -235,7 +241,7 @@ class Tournament:
                     plan.requests.append(PlannedRequest(f"TEG{teg}_round_{r}",
                                                         prompts.request_params(stage, config, system, text), rel))
                 continue
-            stories = {r: _read(data_root, round_story_path(teg, r)) for r in rounds}
+            stories = {r: read(data_root, round_story_path(teg, r)) for r in rounds}
             missing = [r for r, text in stories.items() if text is None]
             if missing:
                 plan.notes.append(f"TEG{teg}: round story for R{describe(missing)} missing, synthesis skipped")
@@ -247,12 +253,12 @@ class Tournament:
                                                 synthesis_path(teg)))
         return plan
 
-    def _reports(self, spec: dict, data_root: Path, config, plan: StagePlan) -> None:
+    def _reports(self, spec: dict, data_root: Path, config, plan: StagePlan, read) -> None:
         from tegbatchd.teg import prompts
 
         systems = {kind: prompts.load_prompt(kind, config, data_root) for kind in spec["reports"]}
         for teg in spec["tegs"]:
-            notes = _read(data_root, tournament_notes_path(teg))
+            notes = read(data_root, tournament_notes_path(teg))
             if notes is None:
                 plan.notes.append(f"TEG{teg}: story notes missing ({tournament_notes_path(teg)}), reports skipped")
                 continue
@@ -287,6 +293,35 @@ class Tournament:
             text = assembled_story_notes(tournament_facts(table, teg), synthesis, _round_infos(table, teg))
             written.append(write_atomic(Path(data_root) / tournament_notes_path(teg), text, root=data_root))
         return written
+
+
+ASSEMBLED_FACTOR = 1.25   # assembled story notes: the synthesis plus the factual sections computed locally
+
+
+def stand_in_reader(spec: dict, config):
+    """A reader for estimates: an earlier output as it is on disk, else (one this job will write) a
+    stand-in as long as its stage's max_tokens allows: the upper bound of what that stage writes."""
+    from tegbatchd.costs import CHARS_PER_TOKEN
+
+    def chars(stage: str, factor: float = 1.0) -> int:
+        return int(config.stage(stage)["max_tokens"] * CHARS_PER_TOKEN * factor)
+
+    def read(data_root: Path, rel: str) -> str | None:
+        found = _read(data_root, rel)
+        if found is not None and not spec.get("force"):
+            return found
+        name = rel.rsplit("/", 1)[-1]
+        if rel.startswith("commentary/round_reports/") and name.endswith("_story_notes.md"):
+            size = chars("story_notes")
+        elif rel.startswith("commentary/tournament_notes/"):
+            size = chars("synthesis") if name.endswith("_synthesis.md") else chars("round_story")
+        elif name.endswith("_story_notes.md"):
+            size = chars("synthesis", ASSEMBLED_FACTOR)
+        else:
+            return found
+        return "x" * size
+
+    return read
 
 
 PIPELINES: dict[str, RoundReports | Tournament] = {"round-reports": RoundReports(), "tournament": Tournament()}
