@@ -178,6 +178,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE intent_counts ADD COLUMN cache_write_1h INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE intent_counts ADD COLUMN thinking INTEGER NOT NULL DEFAULT 0",
     ]),
+    ("budget: a job's own spending limit (submit --max-cost, resume --max-cost)", [
+        "ALTER TABLE jobs ADD COLUMN max_cost_usd REAL",
+        "ALTER TABLE jobs ADD COLUMN past_monthly INTEGER NOT NULL DEFAULT 0",   # resume --max-cost allowed it
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -363,12 +367,13 @@ class Store:
 
     # --- jobs and stages -------------------------------------------------------------------------
     def create_job(self, job_id: str, kind: str, title: str, spec: dict, data_root: str,
-                   stage_names: list[str], mode: str = "batch") -> str:
-        """Record a job and its stages (all 'waiting')."""
+                   stage_names: list[str], mode: str = "batch", *, max_cost_usd: float | None = None) -> str:
+        """Record a job and its stages (all 'waiting'), with its own spending limit if it has one."""
         with self.tx() as c:
-            c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
-                      "VALUES(?,?,?,?,?,?,?,?)",
-                      (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso()))
+            c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at, max_cost_usd) "
+                      "VALUES(?,?,?,?,?,?,?,?,?)",
+                      (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso(),
+                       max_cost_usd))
             for seq, name in enumerate(stage_names):
                 c.execute("INSERT INTO stages(job_id, seq, name, state) VALUES(?,?,?,?)",
                           (job_id, seq, name, StageState.WAITING))
@@ -567,6 +572,19 @@ class Store:
         with self.tx() as c:
             return self._move(c, "jobs", JOB_MOVES, job_id, JobState.ACTIVE,
                               ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")
+
+    def resume_job(self, job_id: str, max_cost_usd: float | None) -> bool:
+        """A blocked job goes on, with a new limit of its own if given (which also lets it past the monthly
+        budget, up to that figure): one transaction."""
+        with self.tx() as c:
+            extra = ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL"
+            args: tuple[Any, ...] = ()
+            if max_cost_usd is not None:
+                extra, args = extra + ", max_cost_usd=?, past_monthly=1", (max_cost_usd,)
+            assert JobState.ACTIVE in JOB_MOVES[JobState.BLOCKED]
+            cur = c.execute(f"UPDATE jobs SET state=?{extra} WHERE id=? AND state=?",
+                            (str(JobState.ACTIVE), *args, job_id, str(JobState.BLOCKED)))
+            return cur.rowcount == 1
 
     def job_view_rows(self, job_id: str) -> tuple[list[dict], list[dict]]:
         """(stages, intents with their batch state and unsettled request count) of a job, for the engine."""

@@ -75,6 +75,41 @@ def _report(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[s
                         daemon_running=is_locked(ctx.paths.state_dir / "daemon.lock"), client=client)
 
 
+def _refuse_over_budget(ctx, estimate: JobEstimate, max_cost: float | None) -> None:
+    """A job whose estimate (an upper bound, every stage) would pass a limit is refused with the figures,
+    before anything is recorded: --max-cost (else budget.job_usd), and budget.monthly_usd with what this
+    month's receipts show."""
+    from tegbatchd.costs import money, recorded_cost
+    from tegbatchd.engine.loop import month_start
+
+    total = estimate.total.cost
+    figure = total.standard if estimate.now else total.batch
+    limits = ctx.config["budget"]
+    own = max_cost if max_cost is not None else limits["job_usd"]
+    what = f"the estimate of this job, at most {money(figure)} ({estimate.total.requests} requests"
+    what += f" in {len(estimate.stages)} stages)" if len(estimate.stages) > 1 else ")"
+    if own is not None and figure > own:
+        flag = "--max-cost" if max_cost is not None else "budget.job_usd"
+        raise InputError(f"{what} is over the job limit of {money(own)} ({flag})",
+                         next_step=f"raise {flag} to at least {money(figure)}, or send less (--dry-run shows each "
+                                   "stage); nothing was sent")
+    if limits["monthly_usd"] is not None:
+        spent = recorded_cost(ctx.config, ctx.store.usage_receipts(since=month_start())).batch
+        if spent + figure > limits["monthly_usd"]:
+            raise InputError(f"{what} would bring this month to {money(spent + figure)} (spent {money(spent)}), "
+                             f"over budget.monthly_usd {money(limits['monthly_usd'])}",
+                             next_step="raise budget.monthly_usd in the config, or send less; nothing was sent")
+
+
+def _budget_note(ctx, estimate: JobEstimate, max_cost: float | None) -> list[str]:
+    """A dry run says what the submit would refuse."""
+    try:
+        _refuse_over_budget(ctx, estimate, max_cost)
+    except InputError as exc:
+        return [f"a submit would be refused: {exc.message}"]
+    return []
+
+
 def _refuse_conflicts(ctx, outputs: list[str], again: bool) -> None:
     """One job per output: refuse a submit whose outputs an active job will write (unless --again)."""
     if again:
@@ -121,7 +156,7 @@ def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool) -> l
 
 
 def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dry_run: bool = False,
-                    again: bool = False) -> SubmitReport | DryRunReport:
+                    again: bool = False, max_cost: float | None = None) -> SubmitReport | DryRunReport:
     """Given a JSONL requests file and an output template, record the job and create its batches."""
     data_root = ctx.data_root
     source = resolve_user_path(file, "the requests file")
@@ -132,11 +167,13 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     warnings = _preflight(ctx, items, item_model_uses(items, source.name), source=str(source), dry_run=dry_run)
     estimate = _requests_estimate(ctx, items)
     if dry_run:
-        return _dry_run(ctx, title, items, [], warnings, estimate)
+        return _dry_run(ctx, title, items, [], warnings + _budget_note(ctx, estimate, max_cost), estimate)
+    _refuse_over_budget(ctx, estimate, max_cost)
     client = make_client(ctx)
     store = ctx.store
     _refuse_conflicts(ctx, [str(i.output) for i in items], again)
-    job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec))
+    job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec),
+                              max_cost_usd=max_cost)
     stage = store.stages(job_id)[0]
     intents = archive_intents(ctx, job_id, stage, items)
     del items  # archived: let them go before the create bodies are built (20,000 x 8 KB = 160 MB)
@@ -182,14 +219,17 @@ def submit_teg(ctx, kind: str, args) -> SubmitReport | DryRunReport | int:
     warnings = _preflight(ctx, items, stage_model_uses(ctx.config, names), source=title, dry_run=args.dry_run)
     now = bool(getattr(args, "now", False))
     estimate = job_estimate(ctx.config, kind, spec, data_root, now=now)
+    max_cost = getattr(args, "max_cost", None)
     if args.dry_run:
-        return _dry_run(ctx, title, items, later, first.notes + warnings, estimate)
+        return _dry_run(ctx, title, items, later, first.notes + warnings + _budget_note(ctx, estimate, max_cost),
+                        estimate)
+    _refuse_over_budget(ctx, estimate, max_cost)
     _refuse_conflicts(ctx, [str(data_root / rel) for rel in pipeline.planned_outputs(spec) or []], args.again)
     if getattr(args, "now", False):
         return run_job_now(ctx, kind, spec, title, stages)
     client = make_client(ctx)
     store = ctx.store
-    job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages)
+    job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages, max_cost_usd=max_cost)
     try:
         done = advance(ctx, job_id, BatchSender(lambda: client), wait=30)
     except api_mod.AuthRejected:

@@ -28,6 +28,7 @@ COMMANDS = {
     "list": "tegbatchd.cli.listing",
     "status": "tegbatchd.cli.listing",
     "costs": "tegbatchd.cli.costs",
+    "resume": "tegbatchd.cli.resume",
     "retrieve": "tegbatchd.cli.batches",
     "cancel": "tegbatchd.cli.batches",
     "retry": "tegbatchd.cli.batches",

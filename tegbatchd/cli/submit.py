@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tegbatchd.actions import submit as actions
-from tegbatchd.cli.options import add_data_dir, add_json
+from tegbatchd.cli.options import add_data_dir, add_json, usd
 from tegbatchd.costs import money
 from tegbatchd.errors import EXIT_FAILED, EXIT_UNCONFIRMED
 from tegbatchd.estimates import JobEstimate, how
@@ -42,6 +42,9 @@ def _common(p, now: bool = False) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and show what would be sent; send nothing")
     p.add_argument("--again", action="store_true",
                    help="send even when an active job is already writing the same outputs")
+    p.add_argument("--max-cost", type=usd, metavar="USD",
+                   help="refuse the job if its estimate passes USD; the daemon holds a later stage or retry "
+                        "that would (`tegbatchd resume JOB --max-cost USD` goes on)")
     p.add_argument("--submit-only", "--use-batch", action="store_true", dest="legacy_noop",
                    help="accepted for the old scripts' habits (submitting is always laptop-safe)")
     if now:
@@ -51,7 +54,7 @@ def _common(p, now: bool = False) -> None:
 
 def cmd_submit_requests(args, ctx) -> int:
     return _show(ctx, actions.submit_requests(ctx, args.file, args.output, label=args.kind, dry_run=args.dry_run,
-                                              again=args.again), args)
+                                              again=args.again, max_cost=args.max_cost), args)
 
 
 def cmd_submit_teg(args, ctx) -> int:

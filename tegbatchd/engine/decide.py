@@ -1,6 +1,7 @@
 """What a job does next, decided from plain rows: no I/O, no clock, no SQL (unit-tested on plain data).
 
     next_step(job) -> Build | Wait | Retry | Assemble | Finish | Block | Idle
+    budget_block(budget, ...) -> Block | None     (before a built stage or a retry is sent)
 
 Stages run in order. A stage is built (its requests recorded and sent) when every earlier stage is settled;
 it is waited for while any attempt of it is in flight; when every attempt has an outcome, transient
@@ -10,9 +11,11 @@ stage's local step runs (assembly) and the next stage comes. When every stage is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from tegbatchd.engine.states import BatchState, IntentState, JobState, StageState
+from tegbatchd.costs import money
+from tegbatchd.engine.states import BUDGET, BatchState, IntentState, JobState, StageState
 
 
 @dataclass(frozen=True)
@@ -128,3 +131,30 @@ def next_step(job: JobView, *, driver: str = "batch") -> Step:
             return Retry(stage.seq)
         return Assemble(stage.seq)
     return Finish(final_state(job))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The limits a job is held to (USD; None: no limit)."""
+
+    job_usd: float | None = None       # the job's own limit (--max-cost), else budget.job_usd
+    monthly_usd: float | None = None   # budget.monthly_usd
+    past_monthly: bool = False         # the person let this job past the monthly budget (resume --max-cost)
+
+
+def budget_block(budget: Budget, *, what: str, estimate: float, job_spent: float, month_spent: float,
+                 job_id: str) -> tuple[Block, str] | None:
+    """(Block, the command to go on) when sending `what` (its estimate an upper bound, USD) would pass a
+    limit; None when it fits. The job's own limit counts what it has cost so far; the monthly one what
+    this month's receipts show."""
+    after = job_spent + estimate
+    needed = math.ceil(after * 100) / 100
+    go_on = f"tegbatchd resume {job_id} --max-cost {needed:.2f}"
+    if budget.job_usd is not None and after > budget.job_usd:
+        return Block(f"{what} would bring the job to {money(after)} (spent {money(job_spent)}, this at most "
+                     f"{money(estimate)}), over its limit of {money(budget.job_usd)}", BUDGET), go_on
+    if budget.monthly_usd is not None and not budget.past_monthly and month_spent + estimate > budget.monthly_usd:
+        return Block(f"{what} (at most {money(estimate)}) would bring this month to "
+                     f"{money(month_spent + estimate)}, over budget.monthly_usd {money(budget.monthly_usd)}",
+                     BUDGET), go_on
+    return None

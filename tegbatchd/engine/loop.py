@@ -20,6 +20,7 @@ from tegbatchd.engine import outcome, retry
 from tegbatchd.engine.decide import (
     Assemble,
     Block,
+    Budget,
     Build,
     Finish,
     Idle,
@@ -29,6 +30,7 @@ from tegbatchd.engine.decide import (
     StageView,
     Step,
     Wait,
+    budget_block,
     next_step,
 )
 from tegbatchd.engine.events import (
@@ -43,6 +45,7 @@ from tegbatchd.engine.events import (
 )
 from tegbatchd.engine.states import IntentState, StageState, failure_kind
 from tegbatchd.errors import UserError
+from tegbatchd.estimates import items_estimate
 from tegbatchd.locks import file_lock
 
 log = logging.getLogger(__name__)
@@ -185,11 +188,21 @@ def _run(ctx, job: dict, sender: Sender, report: AdvanceReport) -> None:
             return
         stage = store.stages(job["id"])[step.seq]
         if isinstance(step, Build):
-            report.events.append(_build(ctx, job, stage, sender, report.events.append))
+            event = _build(ctx, job, stage, sender, report.events.append)
+            report.events.append(event)
+            if isinstance(event, JobBlocked):
+                report.blocked = event.reason
+                return
         elif isinstance(step, Retry):
             rows = [r for r in retry.auto_candidates(store.latest_failures(job["id"]),
                                                      int(ctx.config["retry"]["max_attempts"]))
                     if r["stage_id"] == stage["id"]]
+            held = _hold(ctx, job, sender, f"resending {len(rows)} failed request(s) of stage {stage['name']}",
+                         _retry_estimate(ctx, rows))
+            if held:
+                report.events.append(held)
+                report.blocked = held.reason
+                return
             ids, _ = retry.resubmit(ctx, job, rows, intent_state=sender.intent_state)
             if not ids:
                 raise RuntimeError(f"stage {stage['name']}: failures to resubmit but none could be recorded")
@@ -214,6 +227,11 @@ def _build(ctx, job: dict, stage: dict, sender: Sender, emit) -> Event:
     items = [i for i in items_from_plan(plan.requests, data_root) if str(i.output) not in attempted]
     if items:  # what the API would refuse is refused before it is recorded or paid for
         preflight_items(ctx, sender.api_client(), items, origin=f"stage {stage['name']} of {job['title']}")
+    if items:
+        held = _hold(ctx, job, sender, f"stage {stage['name']} ({len(items)} requests)",
+                     items_estimate(ctx.config, items)[0].cost.batch)
+        if held:
+            return held
     if not items:
         has_intents = bool(store.intents_of_stage(stage["id"]))
         store.move_stage(stage["id"], StageState.SUBMITTED if has_intents else StageState.SKIPPED, plan.notes)
@@ -233,6 +251,55 @@ def _build(ctx, job: dict, stage: dict, sender: Sender, emit) -> Event:
                          f"{count} requests; {so_far.written} of {so_far.total} files written so far",
                          job_id=job["id"])
     return StageSubmitted(job["title"], stage["name"], count, tuple(batch_ids), tuple(deferred), tuple(plan.notes))
+
+
+def job_budget(ctx, job: dict) -> Budget:
+    """The limits a job is held to: its own (--max-cost) else budget.job_usd, and budget.monthly_usd."""
+    limits = ctx.config["budget"]
+    own = job.get("max_cost_usd")
+    return Budget(own if own is not None else limits["job_usd"], limits["monthly_usd"], bool(job.get("past_monthly")))
+
+
+def month_start() -> str:
+    import datetime
+
+    return datetime.date.today().replace(day=1).isoformat()
+
+
+def _hold(ctx, job: dict, sender: Sender, what: str, estimate: float) -> JobBlocked | None:
+    """Hold the job (blocked, kind budget: one notice with the command to go on) when sending `what`
+    would pass a budget; None when it fits. `--now` jobs were checked whole at submit."""
+    from tegbatchd.costs import recorded_cost
+
+    budget = job_budget(ctx, job)
+    if sender.driver != "batch" or (budget.job_usd is None and budget.monthly_usd is None):
+        return None
+    store = ctx.store
+    job_spent = recorded_cost(ctx.config, store.usage_receipts(job_id=job["id"])).batch
+    month_spent = recorded_cost(ctx.config, store.usage_receipts(since=month_start())).batch \
+        if budget.monthly_usd is not None else 0.0
+    found = budget_block(budget, what=what, estimate=estimate, job_spent=job_spent, month_spent=month_spent,
+                         job_id=job["id"])
+    if found is None:
+        return None
+    block, go_on = found
+    outcome.block(ctx, job, block.reason, kind=block.kind, next_step=go_on)
+    return JobBlocked(job["id"], job["title"], block.reason, go_on)
+
+
+def _retry_estimate(ctx, rows: list[dict]) -> float:
+    """Upper bound (batch price) of resending failed requests: each at its intent's average size."""
+    from tegbatchd import costs
+
+    sizes: dict[int, float] = {}
+    items = []
+    for r in rows:
+        if r["intent_id"] not in sizes:
+            intent = ctx.store.get_intent(r["intent_id"]) or {}
+            sizes[r["intent_id"]] = intent.get("byte_size", 0) / max(1, intent.get("request_count", 1))
+        items.append(costs.EstimateItem(r["model"], int(sizes[r["intent_id"]] / costs.CHARS_PER_TOKEN),
+                                        r["max_tokens"] or 0))
+    return costs.estimate(ctx.config, items).cost.batch
 
 
 def preflight_items(ctx, client, items, *, origin: str) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tegbatchd import costs
-from tegbatchd.engine.states import JobState, failure_kind
+from tegbatchd.engine.states import BUDGET, JobState, failure_kind
 
 
 @dataclass
@@ -150,7 +150,8 @@ def block(ctx, job: dict, reason: str, *, kind: str, next_step: str) -> None:
         return
     store.add_event("job_blocked", f"{reason} — {next_step}", job_id=job["id"])
     if ctx.config["notifications"]["enabled"]:
-        title = ("Anthropic credit exhausted" if kind == "billing" else f"{job['title']}: waiting for you")
+        title = ("Anthropic credit exhausted" if kind == "billing" else
+                 f"{job['title']}: held by the budget" if kind == BUDGET else f"{job['title']}: waiting for you")
         blocks = len(store.events(job_id=job["id"], kind="job_blocked"))
         store.add_notice(f"blocked:{job['id']}:{blocks}", "job_blocked", title,
                          f"{job['title']}: {reason} — {next_step}", job_id=job["id"], urgency="critical")

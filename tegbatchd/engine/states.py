@@ -56,6 +56,9 @@ CREATE_REFUSED = "create_refused"    # the batch create was refused for good
 UNSAFE_PATH = "unsafe_path"          # its output folder was swapped for a link after submit
 BILLING = "billing"                  # credit exhausted or a spend limit (a kind, from the message)
 
+# why a job is blocked (jobs.blocked_kind) beside billing
+BUDGET = "budget"    # a chained stage or automatic retry would pass a budget: waits for `resume JOB --max-cost`
+
 # failures that heal by themselves: poll resubmits them (up to retry.max_attempts attempts per output)
 TRANSIENT_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error", MISSING_RESULT})
 # failures `tegbatchd retry` resends without --all-errors
