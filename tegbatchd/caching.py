@@ -40,11 +40,22 @@ def min_cacheable(model: str | None) -> int:
     return DEFAULT_MIN_CACHEABLE
 
 
+# Whether a prefix reaches the minimum is judged at 4 characters a token (English prose; the low side of
+# the count): a prefix judged long enough that the API then does not cache would make its stage wait for
+# nothing. Its price is reckoned at costs.CHARS_PER_TOKEN (the high side).
+MIN_CHECK_CHARS_PER_TOKEN = 4.0
+
+
 @dataclass(frozen=True)
 class Prefix:
     key: str           # same model and same blocks: same key (the cache_control marks left out)
     tokens: int        # estimated at costs.CHARS_PER_TOKEN characters a token
     one_hour: bool     # the last mark asks for the 1-hour cache
+    chars: int = 0
+
+    def cacheable(self, model: str | None) -> bool:
+        """Long enough for the model to cache it (judged on the low side of the token count)."""
+        return self.chars / MIN_CHECK_CHARS_PER_TOKEN >= min_cacheable(model)
 
 
 def _marked(blocks) -> int:
@@ -72,7 +83,7 @@ def cache_prefix(params: dict) -> Prefix | None:
     one_hour = isinstance(control, dict) and control.get("ttl") == "1h"
     text = json.dumps([_unmarked(parts[0]), _unmarked(parts[1])], separators=(",", ":"), ensure_ascii=False)
     key = hashlib.sha256(json.dumps([params.get("model"), text]).encode()).hexdigest()
-    return Prefix(key, int(len(text) / CHARS_PER_TOKEN), one_hour)
+    return Prefix(key, int(len(text) / CHARS_PER_TOKEN), one_hour, len(text))
 
 
 def estimate_item(line: bytes, model: str | None, max_tokens: int | None) -> EstimateItem:
@@ -82,7 +93,7 @@ def estimate_item(line: bytes, model: str | None, max_tokens: int | None) -> Est
         return item
     params = json.loads(line).get("params") or {}
     prefix = cache_prefix(params)
-    if prefix is not None and prefix.tokens >= min_cacheable(model):
+    if prefix is not None and prefix.cacheable(model):
         item.prefix_key, item.prefix_tokens, item.prefix_1h = prefix.key, prefix.tokens, prefix.one_hour
     return item
 

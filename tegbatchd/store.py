@@ -489,11 +489,17 @@ class Store:
         return intent_id
 
     def record_stage(self, stage_id: int, intents: list[PlannedIntent], notes: list[str], *,
-                     intent_state: IntentState = IntentState.OPEN) -> list[int]:
+                     intent_state: IntentState = IntentState.OPEN, held: list[PlannedIntent] | None = None
+                     ) -> list[int]:
         """Record a stage's intents with their requests and mark the stage submitted: one transaction, so a
-        crash leaves either nothing (the stage is built again) or all of it (the poller sends it)."""
+        crash leaves either nothing (the stage is built again) or all of it (the poller sends it).
+
+        `held` intents (cache priming) are recorded `held`: sent once the others have finished. Returns
+        the ids of `intents` (to send now)."""
         with self.tx() as c:
             ids = [self._insert_intent(c, stage_id, intent, intent_state) for intent in intents]
+            for intent in held or []:
+                self._insert_intent(c, stage_id, intent, IntentState.HELD)
             if not self._move(c, "stages", STAGE_MOVES, stage_id, StageState.SUBMITTED, ", notes=?",
                               (json.dumps(notes),)):
                 raise RuntimeError(f"stage {stage_id} was moved by another process while it was built")
@@ -685,6 +691,11 @@ class Store:
                 (batch["id"], intent_id, batch["created_at"], batch.get("expires_at"), batch["processing_status"],
                  BatchState.SUBMITTED, batch["request_counts"]["processing"], None))
             self._apply_status(c, batch)
+
+    def release_intent(self, intent_id: int) -> bool:
+        """A held intent becomes open (sent next, by this process or the poller). Compare-and-set."""
+        with self.tx() as c:
+            return self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.OPEN)
 
     def fail_intent(self, intent_id: int, error: str, error_type: str) -> None:
         """An intent refused for good: its requests become failures carrying the reason."""

@@ -233,6 +233,11 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
     return items
 
 
+def with_params(item: Item, params: dict) -> Item:
+    """The same request (custom_id, output) with other params."""
+    return _item(item.custom_id, params, item.output)
+
+
 def items_from_plan(planned, data_root: Path) -> list[Item]:
     """Validate planned requests (objects with custom_id, params, output relative to the data root)."""
     items, problems, seen = [], [], set()

@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 
 from tegbatchd import api as api_mod
-from tegbatchd import costs
+from tegbatchd import costs, priming
 from tegbatchd.engine.claims import claimed_outputs, conflicts
 from tegbatchd.engine.events import Event, StageSubmitted
 from tegbatchd.engine.ids import new_job_id
 from tegbatchd.engine.loop import BatchSender, advance
 from tegbatchd.engine.outcome import summarize
-from tegbatchd.engine.states import JobState
+from tegbatchd.engine.states import IntentState, JobState
 from tegbatchd.errors import EXIT_AUTH, InputError, UserError
 from tegbatchd.estimates import JobEstimate, StageEstimate, items_estimate, job_estimate
 from tegbatchd.locks import is_locked
@@ -23,7 +23,7 @@ from tegbatchd.paths import resolve_user_path
 from tegbatchd.pipelines import get_pipeline
 from tegbatchd.polling import make_client, poll_once
 from tegbatchd.preflight import item_model_uses
-from tegbatchd.submission import Item, archive_intents, items_from_plan, read_requests_file, split
+from tegbatchd.submission import Item, items_from_plan, read_requests_file, split
 
 
 @dataclass
@@ -53,6 +53,7 @@ class SubmitReport:
     events: list[Event] = field(default_factory=list)
     client: object = None        # for --wait
     job: JobEstimate | None = None
+    priming: list[str] = field(default_factory=list)
 
 
 def _dry_run(ctx, title: str, items: list[Item], later_stages: list[str], notes: list[str],
@@ -70,9 +71,14 @@ def _requests_estimate(ctx, items: list[Item]) -> JobEstimate:
 def _report(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[str], client,
             job: JobEstimate) -> SubmitReport:
     count = len(ctx.store.job_requests(job_id))
+    held = sum(i["request_count"] for s in ctx.store.stages(job_id) for i in ctx.store.intents_of_stage(s["id"])
+               if i["state"] == IntentState.HELD)
+    priming_note = ([f"cache priming: {count - held} request(s) sent first; the other {held}, which share their "
+                     "cached prefix, go once those have finished (the daemon or `poll` sends them)"] if held else [])
     return SubmitReport(job_id, title, batch_ids, count, job.total.cost, deferred, job=job,
                         confirmed=not ctx.store.open_intents(job_id),
-                        daemon_running=is_locked(ctx.paths.state_dir / "daemon.lock"), client=client)
+                        daemon_running=is_locked(ctx.paths.state_dir / "daemon.lock"), client=client,
+                        priming=priming_note)
 
 
 def _refuse_over_budget(ctx, estimate: JobEstimate, max_cost: float | None) -> None:
@@ -175,9 +181,8 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec),
                               max_cost_usd=max_cost)
     stage = store.stages(job_id)[0]
-    intents = archive_intents(ctx, job_id, stage, items)
+    ids, _ = priming.record_stage(ctx, job_id, stage, items, [], intent_state=IntentState.OPEN, prime=True)
     del items  # archived: let them go before the create bodies are built (20,000 x 8 KB = 160 MB)
-    ids = store.record_stage(stage["id"], intents, [])
     try:
         batch_ids, deferred = BatchSender(lambda: client).send(ctx, store.get_job(job_id), ids)
     except api_mod.AuthRejected:
@@ -190,7 +195,7 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
         raise UserError(f"{exc}; the job is recorded and waits", next_step=f"top up your Anthropic balance or "
                         f"limit, then `tegbatchd retry {job_id}`") from None
     report = _report(ctx, job_id, title, batch_ids, deferred, client, estimate)
-    report.notes = warnings
+    report.notes = warnings + report.priming
     return report
 
 
@@ -239,7 +244,7 @@ def submit_teg(ctx, kind: str, args) -> SubmitReport | DryRunReport | int:
     batch_ids = [b["id"] for b in store.batches_of_job(job_id)]
     deferred = [note for e in done.events if isinstance(e, StageSubmitted) for note in e.deferred]
     report = _report(ctx, job_id, title, batch_ids, deferred, client, estimate)
-    report.notes = list(spec.get("skipped", [])) + warnings
+    report.notes = list(spec.get("skipped", [])) + warnings + report.priming
     report.events = [e for e in done.events if not isinstance(e, StageSubmitted)]
     return report
 

@@ -1,6 +1,6 @@
 """What a job does next, decided from plain rows: no I/O, no clock, no SQL (unit-tested on plain data).
 
-    next_step(job) -> Build | Wait | Retry | Assemble | Finish | Block | Idle
+    next_step(job) -> Build | Wait | Release | Retry | Assemble | Finish | Block | Idle
     budget_block(budget, ...) -> Block | None     (before a built stage or a retry is sent)
 
 Stages run in order. A stage is built (its requests recorded and sent) when every earlier stage is settled;
@@ -69,6 +69,15 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class Release:
+    """The stage's priming request has finished: send its held intents (or, canceled, settle them)."""
+
+    seq: int
+    held: tuple[int, ...]
+    cancel: bool = False
+
+
+@dataclass(frozen=True)
 class Retry:
     seq: int
 
@@ -94,7 +103,7 @@ class Idle:
     """The job is not for the engine to move now (finished, blocked, or run by its `--now` process)."""
 
 
-Step = Build | Wait | Retry | Assemble | Finish | Block | Idle
+Step = Build | Wait | Release | Retry | Assemble | Finish | Block | Idle
 
 
 def final_state(job: JobView) -> JobState:
@@ -124,6 +133,9 @@ def next_step(job: JobView, *, driver: str = "batch") -> Step:
         flying = tuple(i.id for i in stage.intents if i.in_flight)
         if flying:
             return Wait(stage.seq, flying)
+        held = tuple(i.id for i in stage.intents if i.state == IntentState.HELD)
+        if held:  # the priming request is back (whatever its outcome): the rest goes now
+            return Release(stage.seq, held, cancel=job.cancel_requested)
         if stage.billing and not job.cancel_requested:
             return Block(f"{stage.billing} request(s) of stage {stage.name} failed: Anthropic credit exhausted "
                          "or a spend limit reached", "billing")

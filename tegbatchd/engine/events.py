@@ -13,11 +13,13 @@ class StageSubmitted:
     batch_ids: tuple[str, ...]
     deferred: tuple[str, ...] = ()   # why an intent is not confirmed yet (it is sent or reconciled later)
     notes: tuple[str, ...] = ()      # what the build left out and why ("story notes exist, reused")
+    held: int = 0                    # cache priming: requests sent once these have finished
 
     def __str__(self) -> str:
         where = f" as batch {', '.join(self.batch_ids)}" if self.batch_ids else ""
         note = f" ({'; '.join(self.deferred)})" if self.deferred else ""
-        return f"{self.job_title}: submitted stage {self.stage}{where} ({self.requests} requests){note}"
+        held = f"; {self.held} more once it has finished (cache priming)" if self.held else ""
+        return f"{self.job_title}: submitted stage {self.stage}{where} ({self.requests} requests{held}){note}"
 
 
 @dataclass(frozen=True)

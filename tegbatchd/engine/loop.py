@@ -26,6 +26,7 @@ from tegbatchd.engine.decide import (
     Idle,
     IntentView,
     JobView,
+    Release,
     Retry,
     StageView,
     Step,
@@ -43,7 +44,7 @@ from tegbatchd.engine.events import (
     StageSkipped,
     StageSubmitted,
 )
-from tegbatchd.engine.states import IntentState, StageState, failure_kind
+from tegbatchd.engine.states import CANCELED_BEFORE_SENT, IntentState, StageState, failure_kind
 from tegbatchd.errors import UserError
 from tegbatchd.estimates import items_estimate
 from tegbatchd.locks import file_lock
@@ -193,6 +194,8 @@ def _run(ctx, job: dict, sender: Sender, report: AdvanceReport) -> None:
             if isinstance(event, JobBlocked):
                 report.blocked = event.reason
                 return
+        elif isinstance(step, Release):
+            _release(ctx, job, stage, step, sender, report)
         elif isinstance(step, Retry):
             rows = [r for r in retry.auto_candidates(store.latest_failures(job["id"]),
                                                      int(ctx.config["retry"]["max_attempts"]))
@@ -217,8 +220,9 @@ def _run(ctx, job: dict, sender: Sender, report: AdvanceReport) -> None:
 
 def _build(ctx, job: dict, stage: dict, sender: Sender, emit) -> Event:
     """Build a stage from the spec and what is on disk; send what was never attempted in this job."""
+    from tegbatchd import priming
     from tegbatchd.pipelines import get_pipeline
-    from tegbatchd.submission import archive_intents, items_from_plan
+    from tegbatchd.submission import items_from_plan
 
     store = ctx.store
     data_root = Path(job["data_root"])
@@ -228,19 +232,22 @@ def _build(ctx, job: dict, stage: dict, sender: Sender, emit) -> Event:
     if items:  # what the API would refuse is refused before it is recorded or paid for
         preflight_items(ctx, sender.api_client(), items, origin=f"stage {stage['name']} of {job['title']}")
     if items:
-        held = _hold(ctx, job, sender, f"stage {stage['name']} ({len(items)} requests)",
+        hold = _hold(ctx, job, sender, f"stage {stage['name']} ({len(items)} requests)",
                      items_estimate(ctx.config, items)[0].cost.batch)
-        if held:
-            return held
+        if hold:
+            return hold
     if not items:
         has_intents = bool(store.intents_of_stage(stage["id"]))
         store.move_stage(stage["id"], StageState.SUBMITTED if has_intents else StageState.SKIPPED, plan.notes)
         return StageSkipped(job["title"], stage["name"], tuple(plan.notes))
-    intents = archive_intents(ctx, job["id"], stage, items)
     count = len(items)
     emit(StagePlanned(job["title"], stage["name"], count, tuple(plan.notes)))
+    ids, waiting = priming.record_stage(ctx, job["id"], stage, items, plan.notes, intent_state=sender.intent_state,
+                                        prime=sender.driver == "batch")
     del items
-    ids = store.record_stage(stage["id"], intents, plan.notes, intent_state=sender.intent_state)
+    if waiting:
+        store.add_event("priming", f"stage {stage['name']}: one request per shared prefix first, {waiting} held "
+                        "until it has finished", job_id=job["id"])
     batch_ids, deferred = sender.send(ctx, job, ids)
     if batch_ids and ctx.config["notifications"]["stage_submitted"] and stage["seq"] > 0:
         from tegbatchd.engine.outcome import summarize
@@ -250,7 +257,23 @@ def _build(ctx, job: dict, stage: dict, sender: Sender, emit) -> Event:
                          f"{job['title']}: {stage['name']} submitted",
                          f"{count} requests; {so_far.written} of {so_far.total} files written so far",
                          job_id=job["id"])
-    return StageSubmitted(job["title"], stage["name"], count, tuple(batch_ids), tuple(deferred), tuple(plan.notes))
+    return StageSubmitted(job["title"], stage["name"], count - waiting, tuple(batch_ids), tuple(deferred),
+                          tuple(plan.notes), held=waiting)
+
+
+def _release(ctx, job: dict, stage: dict, step: Release, sender: Sender, report: AdvanceReport) -> None:
+    """The stage's priming requests have finished: its held intents become open and are sent (each move a
+    compare-and-set before its create: a kill in between leaves an open intent the poller sends). A
+    canceled job's held requests are settled as never sent."""
+    store = ctx.store
+    if step.cancel:
+        for intent_id in step.held:
+            store.fail_intent(intent_id, "the job was canceled before they were sent", CANCELED_BEFORE_SENT)
+        return
+    ids = [i for i in step.held if store.release_intent(i)]
+    batch_ids, deferred = sender.send(ctx, job, ids)
+    count = sum(store.get_intent(i)["request_count"] for i in ids)
+    report.events.append(StageSubmitted(job["title"], stage["name"], count, tuple(batch_ids), tuple(deferred)))
 
 
 def job_budget(ctx, job: dict) -> Budget:

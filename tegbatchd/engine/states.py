@@ -32,6 +32,7 @@ class IntentState(StrEnum):
     CREATED = "created"    # its batch id is recorded
     FAILED = "failed"      # refused for good (its requests carry the reason as failures)
     NOW = "now"            # sent by a `--now` process through the Messages API, never as a batch
+    HELD = "held"          # recorded, sent (moved to open) once its stage's priming request has finished
 
 
 class BatchState(StrEnum):
@@ -55,6 +56,7 @@ ARCHIVE_MISSING = "archive_missing"  # its archived request line is gone, it can
 CREATE_REFUSED = "create_refused"    # the batch create was refused for good
 UNSAFE_PATH = "unsafe_path"          # its output folder was swapped for a link after submit
 BILLING = "billing"                  # credit exhausted or a spend limit (a kind, from the message)
+CANCELED_BEFORE_SENT = "canceled_before_sent"   # a held intent's requests when the job was canceled first
 
 # why a job is blocked (jobs.blocked_kind) beside billing
 BUDGET = "budget"    # a chained stage or automatic retry would pass a budget: waits for `resume JOB --max-cost`
@@ -62,7 +64,7 @@ BUDGET = "budget"    # a chained stage or automatic retry would pass a budget: w
 # failures that heal by themselves: poll resubmits them (up to retry.max_attempts attempts per output)
 TRANSIENT_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error", MISSING_RESULT})
 # failures `tegbatchd retry` resends without --all-errors
-RETRYABLE_ERRORS = TRANSIENT_ERRORS | {ARCHIVED, BATCH_GONE}
+RETRYABLE_ERRORS = TRANSIENT_ERRORS | {ARCHIVED, BATCH_GONE, CANCELED_BEFORE_SENT}
 
 JOB_MOVES: dict[JobState, frozenset[JobState]] = {
     JobState.ACTIVE: frozenset({JobState.BLOCKED, JobState.DONE, JobState.PARTIAL, JobState.FAILED,
@@ -85,6 +87,7 @@ INTENT_MOVES: dict[IntentState, frozenset[IntentState]] = {
     IntentState.CREATED: frozenset(),
     IntentState.FAILED: frozenset(),
     IntentState.NOW: frozenset(),
+    IntentState.HELD: frozenset({IntentState.OPEN, IntentState.FAILED}),   # failed: the job was canceled first
 }
 BATCH_MOVES: dict[BatchState, frozenset[BatchState]] = {
     BatchState.SUBMITTED: frozenset({BatchState.RETRIEVING, BatchState.RETRIEVED}),

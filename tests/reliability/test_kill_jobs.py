@@ -187,9 +187,17 @@ class Trial:
         config = self.home / "config"
         config.mkdir(parents=True)
         split = self.rng.choice((2, 3, 100_000))  # small batch limits: a stage of several batches
-        (config / "config.yaml").write_text(
-            "poll_interval_minutes: 0.003\nmax_poll_interval_minutes: 0.005\n"
-            f"batch_limits:\n  max_requests: {split}\n  max_bytes: 256000000\n")
+        text = ("poll_interval_minutes: 0.003\nmax_poll_interval_minutes: 0.005\n"
+                f"batch_limits:\n  max_requests: {split}\n  max_bytes: 256000000\n")
+        if self.rng.random() < 0.5:  # prompts long enough to cache: each stage is primed (one request first)
+            from tegbatchd.teg.prompts import SHIPPED_DIR
+
+            (self.data / "prompts").mkdir()
+            for prompt in SHIPPED_DIR.glob("*.md"):
+                (self.data / "prompts" / prompt.name).write_text(
+                    prompt.read_text() + "\n\nStyle notes:\n" + "Keep the tone warm and exact. " * 150)
+            text += "prompts_dir: prompts\n"
+        (config / "config.yaml").write_text(text)
         os.chmod(config / "config.yaml", 0o600)
         tegs = self.rng.sample(range(10, 18), 2)
         jobs = [("submit", "round-reports", "--teg", str(tegs[0]), "--round", f"1-{self.rng.choice((2, 3))}"),
