@@ -144,3 +144,33 @@ def test_a_job_canceled_while_its_priming_request_runs_never_sends_the_rest(api_
     job = cli("status", sub["job_id"], "--json", check=True).json()
     assert job["state"] == "canceled" and emu.stats()["calls"]["create"] == 1
     assert {f["reason"] for f in job["failures"]} >= {"canceled_before_sent"}
+
+
+def test_the_decision_releases_held_intents_only_once_nothing_of_the_stage_is_in_flight():
+    from tegbatchd.engine.decide import IntentView, JobView, Release, StageView, Wait, next_step
+    from tegbatchd.engine.states import BatchState, IntentState, JobState, StageState
+
+    primer_running = IntentView(1, IntentState.CREATED, BatchState.SUBMITTED)
+    primer_back = IntentView(1, IntentState.CREATED, BatchState.RETRIEVED)
+    held = IntentView(2, IntentState.HELD, unsettled=59)
+
+    def view(*intents, cancel=False):
+        return JobView("job_x", JobState.ACTIVE, "batch",
+                       (StageView(0, "narrative", StageState.SUBMITTED, tuple(intents)),), cancel_requested=cancel)
+
+    assert next_step(view(primer_running, held)) == Wait(0, (1,))
+    assert next_step(view(primer_back, held)) == Release(0, (2,))
+    assert next_step(view(primer_back, held, cancel=True)) == Release(0, (2,), cancel=True)
+
+
+def test_budget_block_names_the_figures_and_the_command():
+    from tegbatchd.engine.decide import Budget, budget_block
+
+    kw = {"what": "stage narrative (4 requests)", "job_id": "job_x"}
+    assert budget_block(Budget(), estimate=5.0, job_spent=1.0, month_spent=100.0, **kw) is None
+    block, go_on = budget_block(Budget(job_usd=2.0), estimate=1.5, job_spent=0.75, month_spent=0, **kw)
+    assert block.kind == "budget" and "would bring the job to $2.25" in block.reason and "limit of $2.00" in block.reason
+    assert go_on == "tegbatchd resume job_x --max-cost 2.25"
+    assert budget_block(Budget(monthly_usd=10.0), estimate=1.0, job_spent=0, month_spent=9.5, **kw) is not None
+    assert budget_block(Budget(monthly_usd=10.0, past_monthly=True), estimate=1.0, job_spent=0, month_spent=9.5,
+                        **kw) is None
