@@ -168,12 +168,6 @@ def priced(config, model: str | None, usage: Usage, day: str | None = None, *, b
     return Cost(standard * (1 - config["batch_discount"]) if batch else standard, standard)
 
 
-def usage_cost(config, model: str | None, input_t: int, output_t: int, cache_write: int, cache_read: int,
-               *, batch: bool = True) -> Cost:
-    """Cost of some usage of one model at today's price (cache writes at the 5-minute price)."""
-    return priced(config, model, Usage(0, input_t, cache_write, 0, cache_read, output_t), batch=batch)
-
-
 def recorded_cost(config, rows: list[dict]) -> Cost:
     """Cost of Store.usage_receipts rows: each priced on its day, `--now` jobs at the standard price."""
     total = Cost()
