@@ -20,6 +20,14 @@ def _store():
     return Store.open(Path(os.environ["TEGBATCHD_HOME"]) / "state" / "state.db")
 
 
+@pytest.fixture(autouse=True)
+def _unprimed():
+    """Receipts of stages sent whole (priming has tests of its own: tests/test_priming.py)."""
+    path = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("cache_priming: off\n")
+
+
 def _cached_requests(path: Path, n: int, *, ttl: str | None = None) -> Path:
     """n requests sharing one long system prompt marked for caching (each its own user message)."""
     control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
@@ -58,7 +66,7 @@ def test_real_results_receipt_summed_by_hand_with_the_table_of_the_day_the_batch
     status = cli("status", sub["job_id"], "--json", check=True).json()
     assert status["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4) and status["stages"][0]["cache_hit_rate"] == 0
     text = cli("status", sub["job_id"], check=True).out
-    assert f"saved ${by_hand / 2:.4f}" in text and "cache hit rate 0%" in text
+    assert f"saved ${by_hand / 2:.4f}" in text and "cache hit rate requests 0%" in text
     listed = cli("list", "--json", check=True).json()["jobs"][0]
     assert listed["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4)
     (notice,) = _store().notices()
@@ -90,7 +98,7 @@ def test_own_price_wins_over_the_shipped_tables(api_cli, tmp_path):
     cli, _ = api_cli("--process-seconds", "0")
     config = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text("prices:\n  claude-sonnet-5-5:\n    input: 20.0\n    output: 100.0\n")
+    config.write_text("cache_priming: off\nprices:\n  claude-sonnet-5-5:\n    input: 20.0\n    output: 100.0\n")
     cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output", TEMPLATE, check=True)
     cli("poll", "--once", check=True)
     rows = _store().conn.execute("SELECT input_tokens, output_tokens FROM requests").fetchall()

@@ -50,6 +50,10 @@ def test_submit_exit_poll_writes_every_answer_to_its_own_file(api_cli, tmp_path,
 
 def test_sixty_real_requests_submitted_and_retrieved(api_cli, data_root):
     # The recorded requests name claude-sonnet-4-5, retired on 2026-11-30: the emulator runs a day before.
+    # All 60 in one batch: cache priming (one request first) has its own tests (tests/test_priming.py).
+    config = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("cache_priming: off\n")
     cli, emu = api_cli("--process-seconds", "0", "--today", "2026-11-29")
     reqs = FIXTURES / "anthropic" / "requests-narrative-60.jsonl"
     sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()
