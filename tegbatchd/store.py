@@ -370,10 +370,11 @@ class Store:
                    stage_names: list[str], mode: str = "batch", *, max_cost_usd: float | None = None) -> str:
         """Record a job and its stages (all 'waiting'), with its own spending limit if it has one."""
         with self.tx() as c:
-            c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at, max_cost_usd) "
-                      "VALUES(?,?,?,?,?,?,?,?,?)",
-                      (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso(),
-                       max_cost_usd))
+            c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
+                      "VALUES(?,?,?,?,?,?,?,?)",
+                      (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso()))
+            if max_cost_usd is not None:
+                c.execute("UPDATE jobs SET max_cost_usd=? WHERE id=?", (max_cost_usd, job_id))
             for seq, name in enumerate(stage_names):
                 c.execute("INSERT INTO stages(job_id, seq, name, state) VALUES(?,?,?,?)",
                           (job_id, seq, name, StageState.WAITING))
