@@ -6,6 +6,7 @@ missing tool fails these tests (tests/support/desktop.require)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,13 @@ OUTPUT = "commentary/misc/{custom_id}.md"
 SLOW = 60.0
 
 
+def ready_body(body: str, folder) -> str:
+    """A ready notice's body without the cost sentence it ends with (checked to be there)."""
+    text, sep, cost = body.partition(". Cost $")
+    assert sep and re.fullmatch(r"\d+\.\d{4}, saved \$\d+\.\d{4} against the standard API", cost), body
+    return text
+
+
 def _label() -> str:
     return f"daily-{uuid.uuid4().hex[:8]}"  # dunst stacks identical notifications: keep each summary unique
 
@@ -49,8 +57,9 @@ def test_submit_wait_shows_its_notification_itself_and_once(api_cli, tmp_path, d
     folder = (data_root / "commentary" / "misc").resolve()
     again = cli("poll", "--once", "--json", check=True, **env).json()
     assert again["notifications_delivered"] == 0
-    assert closed_history(dunst_desktop) == [{"appname": "tegbatchd", "summary": f"{label} from r.jsonl ready — 3 files",
-                                              "body": f"Written under {folder}"}]
+    (shown,) = closed_history(dunst_desktop)
+    assert {**shown, "body": ready_body(shown["body"], folder)} == {
+        "appname": "tegbatchd", "summary": f"{label} from r.jsonl ready — 3 files", "body": f"Written under {folder}"}
     assert counts(dunst_desktop) == {"displayed": 0, "waiting": 0, "history": 1}
 
 
@@ -147,6 +156,6 @@ def test_a_left_click_with_dunst_defaults_only_dismisses(api_cli, tmp_path, data
         wait_until(lambda: int(dunst_desktop.dunstctl("count", "displayed")) == 0, what="the popup to close")
         time.sleep(1.0)  # what a click would have started has had its moment
         assert not record.exists()
-        assert closed_history(dunst_desktop)[0]["body"] == f"Written under {folder}"
+        assert ready_body(closed_history(dunst_desktop)[0]["body"], folder) == f"Written under {folder}"
     finally:
         stop_process(daemon)
