@@ -14,8 +14,9 @@ import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from tegbatchd.backoff import backoff
@@ -255,6 +256,31 @@ def check_endpoint(config_value: str | None = None) -> str:
     return DEFAULT_BASE_URL
 
 
+class ClockReading(NamedTuple):
+    """The server's time (its `Date` header; None when it sent none) and the local time it was read at."""
+
+    local: datetime
+    server: datetime | None
+
+
+class ListPage(NamedTuple):
+    batches: list[dict]
+    has_more: bool
+    last_id: str | None
+    clock: ClockReading
+
+
+def server_date(value: str | None) -> datetime | None:
+    """An HTTP `Date` header as an aware datetime (None when absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -370,13 +396,16 @@ class BatchApi:
     def retrieve(self, batch_id: str) -> dict:
         return batch_to_dict(self._call(self.client.messages.batches.retrieve, batch_id))
 
-    def list_page(self, *, limit: int = 100, after_id: str | None = None) -> tuple[list[dict], bool, str | None]:
-        """One page of batches, newest first: (batches, has_more, last_id)."""
+    def list_page(self, *, limit: int = 100, after_id: str | None = None) -> ListPage:
+        """One page of batches, newest first: (batches, has_more, last_id, clock), clock being the server's
+        `Date` header and the local time it was read at."""
         kwargs: dict[str, Any] = {"limit": limit}
         if after_id:
             kwargs["after_id"] = after_id
-        page = self._call(self.client.messages.batches.list, **kwargs)
-        return [batch_to_dict(b) for b in page.data], bool(page.has_more), page.last_id
+        raw = self._call(self.client.messages.batches.with_raw_response.list, **kwargs)
+        clock = ClockReading(datetime.now(UTC), server_date(raw.headers.get("date")))
+        page = raw.parse()
+        return ListPage([batch_to_dict(b) for b in page.data], bool(page.has_more), page.last_id, clock)
 
     def cancel(self, batch_id: str) -> dict:
         return batch_to_dict(self._call(self.client.messages.batches.cancel, batch_id))

@@ -154,17 +154,16 @@ class NowSender:
         items: list[Item] = []
         for intent_id in intent_ids:
             intent = store.get_intent(intent_id)
-            mine = {r["custom_id"]: r for r in store.requests_of_intent(intent_id) if r["outcome"] is None}
+            mine = {r["sent_id"]: r for r in store.requests_of_intent(intent_id) if r["outcome"] is None}
             with open(intent["archive"], "rb") as fh:
                 for line in fh:
                     if not line.strip():
                         continue
-                    cid = json.loads(line)["custom_id"]
-                    row = mine.get(cid)
+                    row = mine.get(json.loads(line)["custom_id"])  # the archive holds the sent ids
                     if row is not None:
-                        rows[cid] = row
-                        items.append(Item(cid, line.rstrip(b"\r\n"), Path(row["output_path"]), row["model"],
-                                          row["max_tokens"]))
+                        rows[row["custom_id"]] = row
+                        items.append(Item(row["custom_id"], line.rstrip(b"\r\n"), Path(row["output_path"]),
+                                          row["model"], row["max_tokens"]))
         stage_ids = {store.get_intent(i)["stage_id"] for i in intent_ids}
         names = [s["name"] for s in store.stages(job["id"]) if s["id"] in stage_ids]
         ctx.say(f"Stage {', '.join(names)}: {len(items)} request(s)")

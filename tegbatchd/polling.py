@@ -82,7 +82,7 @@ def refresh_pending(ctx, client, pending: list[dict], now: datetime) -> list[str
     seen = set()
     after = None
     while True:
-        page, has_more, after = client.list_page(limit=LIST_PAGE, after_id=after)
+        page, has_more, after, _clock = client.list_page(limit=LIST_PAGE, after_id=after)
         for info in page:
             if info["id"] in waiting:
                 seen.add(info["id"])
@@ -176,6 +176,8 @@ def poll_once(ctx, *, client=None, due_only: bool = False, now: datetime | None 
                 store.add_event("retrieve_error", text, job_id=batch["job_id"], batch_id=batch["id"])
                 report.changes.append(f"batch {batch['id']}: {text}")
                 continue
+            if result.state == "foreign":
+                report.changes.append(result.message)
             if result.state in ("retrieved", "already", "incomplete", "archived"):
                 report.retrieved.append(result.as_dict())
                 report.changes.append(f"batch {batch['id']}: {_retrieved_line(result)}")

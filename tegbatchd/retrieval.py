@@ -30,7 +30,7 @@ STOP = threading.Event()  # set by the daemon on SIGTERM: finish the file being 
 class RetrieveReport:
     batch_id: str
     api_status: str
-    state: str                          # not_ended | retrieved | already | incomplete | busy
+    state: str                          # not_ended | retrieved | already | incomplete | busy | foreign
     written: int = 0                    # files this run wrote (a count: a batch is up to 100,000 files)
     written_sample: list[str] = field(default_factory=list)  # the first WRITTEN_SAMPLE of them
     failures: list[dict] = field(default_factory=list)
@@ -149,6 +149,10 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             batch = store.get_batch(batch_id)
             if batch["api_status"] != "ended":
                 return RetrieveReport(batch_id, batch["api_status"], "not_ended", total=total)
+        if batch["adopted"] and not batch["verified_at"]:  # reconcile matched it: ours only if its ids say so
+            refused = _refuse_foreign(ctx, client, batch, total)
+            if refused is not None:
+                return refused
         report = RetrieveReport(batch_id, "ended", "retrieved", total=total)
         if not open_count:
             if batch["local_state"] != BatchState.RETRIEVED:
@@ -189,6 +193,26 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             _summarize(report, store, batch_id)
             _write_summary(ctx, batch_id, report)
         return report
+
+
+def _refuse_foreign(ctx, client, batch: dict, total: int) -> RetrieveReport | None:
+    """An adopted batch, checked before anything of it is written: None when it is ours (recorded as
+    verified); else the report of a foreign batch (recorded apart, its intent open to be sent again) or of
+    a check the stream cut short (tried again on the next run)."""
+    from tegbatchd import provenance
+
+    verdict = provenance.check_adopted(ctx.store, client, batch)
+    if verdict.ours:
+        ctx.store.mark_verified(batch["id"])
+        return None
+    if verdict.ours is None:
+        return RetrieveReport(batch["id"], "ended", "incomplete", total=total,
+                              message=f"its custom_ids are not checked yet ({verdict.reason}); nothing written")
+    ctx.store.disown_batch(batch["id"], verdict.reason)
+    note = (f"batch {batch['id']}, matched with an unclear create, is not this job's: {verdict.reason}; nothing "
+            "of it is written and the requests are sent again")
+    ctx.store.add_event("foreign_batch", note, job_id=batch["job_id"], batch_id=batch["id"])
+    return RetrieveReport(batch["id"], "ended", "foreign", total=total, message=note)
 
 
 class _Group:

@@ -182,6 +182,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE jobs ADD COLUMN max_cost_usd REAL",
         "ALTER TABLE jobs ADD COLUMN past_monthly INTEGER NOT NULL DEFAULT 0",   # resume --max-cost allowed it
     ]),
+    ("custom_ids unique to their intent: the intent's tag and each request's sent custom_id", [
+        "ALTER TABLE intents ADD COLUMN tag TEXT",                 # NULL: sent before tags (as they were)
+        "ALTER TABLE requests ADD COLUMN sent_id TEXT",
+        "UPDATE requests SET sent_id=custom_id",
+        "CREATE UNIQUE INDEX requests_sent ON requests(intent_id, sent_id)",
+    ]),
+    ("adopt only what is provably ours: batches reconcile adopted are verified; foreign ones kept apart", [
+        "ALTER TABLE batches ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0",   # 1: matched by reconcile
+        "ALTER TABLE batches ADD COLUMN verified_at TEXT",                     # its results proved it ours
+        """CREATE TABLE foreign_batches(
+            batch_id TEXT NOT NULL, intent_id INTEGER NOT NULL REFERENCES intents(id) ON DELETE CASCADE,
+            created_at TEXT, found_at TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY(batch_id, intent_id))""",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -198,12 +211,15 @@ class RetrievalRow(NamedTuple):
 @dataclass
 class PlannedIntent:
     """One batch to record: its archive (written before), and its requests as rows (custom_id, output path,
-    model, max_tokens[, attempt]); `replaces` lists (request id, custom_id) of the failed attempts it resends."""
+    model, max_tokens[, attempt]); `replaces` lists (request id, custom_id) of the failed attempts it resends.
+    `tag` and `sent_ids` (one per row): the custom_ids its archive carries (None: the custom_ids as they are)."""
 
     archive: str
     byte_size: int
     rows: list[tuple] = field(default_factory=list)
     replaces: list[tuple[int, str]] = field(default_factory=list)
+    tag: str | None = None
+    sent_ids: list[str] | None = None
 
 
 class StoreError(UserError):
@@ -424,9 +440,10 @@ class Store:
 
     @staticmethod
     def _move(c: sqlite3.Connection, table: str, moves: dict, row_id: Any, to: Any, extra: str = "",
-              args: tuple = ()) -> bool:
-        """Compare-and-set a state: only from a state the engine allows to reach `to`."""
-        allowed = predecessors(moves, to)
+              args: tuple = (), *, only_from: Any = None) -> bool:
+        """Compare-and-set a state: only from a state the engine allows to reach `to` (and, given
+        only_from, only from that one)."""
+        allowed = tuple(s for s in predecessors(moves, to) if only_from is None or s == str(only_from))
         marks = ",".join("?" * len(allowed))
         cur = c.execute(f"UPDATE {table} SET state=?{extra} WHERE id=? AND state IN ({marks})",
                         (str(to), *args, row_id, *allowed))
@@ -470,12 +487,14 @@ class Store:
     def _insert_intent(self, c: sqlite3.Connection, stage_id: int, intent: PlannedIntent, state: str) -> int:
         paths = [r[1] for r in intent.rows]
         cur = c.execute("INSERT INTO intents(stage_id, archive, request_count, byte_size, state, created_at, "
-                        "first_output, last_output) VALUES(?,?,?,?,?,?,?,?)",
+                        "first_output, last_output, tag) VALUES(?,?,?,?,?,?,?,?,?)",
                         (stage_id, intent.archive, len(intent.rows), intent.byte_size, state, now_iso(),
-                         min(paths, default=None), max(paths, default=None)))
+                         min(paths, default=None), max(paths, default=None), intent.tag))
         intent_id = int(cur.lastrowid or 0)
-        c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens, attempt) "
-                      "VALUES(?,?,?,?,?,?)", [(intent_id, *r[:4], r[4] if len(r) > 4 else 1) for r in intent.rows])
+        sent = intent.sent_ids or [r[0] for r in intent.rows]
+        c.executemany("INSERT INTO requests(intent_id, custom_id, output_path, model, max_tokens, attempt, sent_id) "
+                      "VALUES(?,?,?,?,?,?,?)", [(intent_id, *r[:4], r[4] if len(r) > 4 else 1, sid)
+                                                for r, sid in zip(intent.rows, sent, strict=True)])
         models: dict[str, int] = {}
         for r in intent.rows:
             models[r[2] or ""] = models.get(r[2] or "", 0) + 1
@@ -680,23 +699,55 @@ class Store:
     def intents_of_stage(self, stage_id: int) -> list[dict]:
         return self._all("SELECT * FROM intents WHERE stage_id=? ORDER BY id", (stage_id,))
 
-    def attach_batch(self, intent_id: int, batch: dict) -> None:
-        """Record the batch an intent created (or was reconciled to). Idempotent."""
+    def attach_batch(self, intent_id: int, batch: dict, *, adopted: bool = False) -> None:
+        """Record the batch an intent created (or, adopted, was reconciled to: its results are verified
+        before anything of it is written). Idempotent."""
         with self.tx() as c:
             if not self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.CREATED, ", batch_id=?, error=NULL",
                               (batch["id"],)):
                 return
             c.execute(
                 "INSERT OR IGNORE INTO batches(id, intent_id, created_at, expires_at, api_status, local_state, "
-                "processing, next_poll_at) VALUES(?,?,?,?,?,?,?,?)",
+                "processing, next_poll_at, adopted) VALUES(?,?,?,?,?,?,?,?,?)",
                 (batch["id"], intent_id, batch["created_at"], batch.get("expires_at"), batch["processing_status"],
-                 BatchState.SUBMITTED, batch["request_counts"]["processing"], None))
+                 BatchState.SUBMITTED, batch["request_counts"]["processing"], None, int(adopted)))
             self._apply_status(c, batch)
 
     def release_intent(self, intent_id: int) -> bool:
         """A held intent becomes open (sent next, by this process or the poller). Compare-and-set."""
         with self.tx() as c:
-            return self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.OPEN)
+            return self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.OPEN, only_from=IntentState.HELD)
+
+    def mark_verified(self, batch_id: str) -> None:
+        """An adopted batch's results carry exactly its intent's custom_ids: it is ours."""
+        with self.tx() as c:
+            c.execute("UPDATE batches SET verified_at=? WHERE id=?", (now_iso(), batch_id))
+
+    def disown_batch(self, batch_id: str, reason: str) -> int | None:
+        """An adopted batch proved not ours: recorded as foreign to its intent (never adopted by it again),
+        forgotten as its batch, and the intent open again (sent by the next poll). One transaction; nothing
+        of its results was recorded. Return the intent id (None: not an unverified adopted batch)."""
+        with self.tx() as c:
+            row = c.execute("SELECT intent_id, created_at FROM batches WHERE id=? AND adopted=1 AND verified_at IS NULL",
+                            (batch_id,)).fetchone()
+            if row is None:
+                return None
+            intent_id = row[0]
+            c.execute("INSERT OR IGNORE INTO foreign_batches(batch_id, intent_id, created_at, found_at, reason) "
+                      "VALUES(?,?,?,?,?)", (batch_id, intent_id, row[1], now_iso(), reason))
+            c.execute("DELETE FROM batches WHERE id=?", (batch_id,))
+            if not self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.OPEN, ", batch_id=NULL",
+                              only_from=IntentState.CREATED):
+                raise RuntimeError(f"intent {intent_id} of batch {batch_id} is not created")
+            return intent_id
+
+    def foreign_batch_ids(self, intent_id: int) -> set[str]:
+        """Batches found not to be this intent's (reconcile never adopts them for it again)."""
+        return {r[0] for r in self.conn.execute("SELECT batch_id FROM foreign_batches WHERE intent_id=?", (intent_id,))}
+
+    def sent_ids_of_intent(self, intent_id: int) -> set[str]:
+        """The custom_ids an intent's create carries."""
+        return {r[0] for r in self.conn.execute("SELECT sent_id FROM requests WHERE intent_id=?", (intent_id,))}
 
     def fail_intent(self, intent_id: int, error: str, error_type: str) -> None:
         """An intent refused for good: its requests become failures carrying the reason."""
@@ -712,7 +763,8 @@ class Store:
 
     def get_batch(self, batch_id: str) -> dict | None:
         return self._one(
-            "SELECT b.*, i.stage_id, i.archive, i.request_count, s.job_id, s.name AS stage_name, s.seq AS stage_seq "
+            "SELECT b.*, i.stage_id, i.archive, i.request_count, i.tag, s.job_id, s.name AS stage_name, "
+            "s.seq AS stage_seq "
             "FROM batches b JOIN intents i ON i.id=b.intent_id JOIN stages s ON s.id=i.stage_id WHERE b.id=?",
             (batch_id,))
 
@@ -829,15 +881,15 @@ class Store:
         return {cid: RetrievalRow(rid, path, bool(done), bool(written)) for cid, rid, path, done, written in cur}
 
     def retrieval_lookup(self, intent_id: int, custom_ids: list[str]) -> dict[str, RetrievalRow]:
-        """custom_id → RetrievalRow for a few custom_ids of one intent (retrieval looks results up in
-        groups instead of holding a map of the whole batch)."""
+        """sent custom_id → RetrievalRow for a few custom_ids of one intent as the results carry them
+        (retrieval looks results up in groups instead of holding a map of the whole batch)."""
         cur = self.conn.cursor()
         cur.row_factory = None
         out: dict[str, RetrievalRow] = {}
         for start in range(0, len(custom_ids), 500):
             part = custom_ids[start:start + 500]
-            cur.execute("SELECT custom_id, id, output_path, outcome IS NOT NULL, written_at IS NOT NULL FROM requests "
-                        f"WHERE intent_id=? AND custom_id IN ({','.join('?' * len(part))})", (intent_id, *part))
+            cur.execute("SELECT sent_id, id, output_path, outcome IS NOT NULL, written_at IS NOT NULL FROM requests "
+                        f"WHERE intent_id=? AND sent_id IN ({','.join('?' * len(part))})", (intent_id, *part))
             for cid, rid, path, done, written in cur:
                 out[cid] = RetrievalRow(rid, path, bool(done), bool(written))
         return out

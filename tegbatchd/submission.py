@@ -7,12 +7,14 @@ next run reconciles it with the batches that exist instead of creating a second 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import secrets
 import stat
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,33 +32,103 @@ SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")  # \ud800-\udfff in a JS
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 BYTES_MARGIN = 0.95           # keep each batch body this far below the byte limit
 ENVELOPE = len(b'{"requests":[]}')
-RECONCILE_SKEW = timedelta(minutes=5)
+RECONCILE_SKEW = timedelta(minutes=5)  # on the server's clock: Date's 1 s steps, latency, a clock corrected since
 MAX_LISTED_ERRORS = 12
 MAX_KEPT_PROBLEMS = 1000          # past this, problems are counted, not kept
 MAX_LINE_BYTES = 256_000_000      # the API's limit for a whole batch: no one request can be bigger
 MAX_JSON_DEPTH = 64               # a Messages request is ~8 deep; json and the SDK recurse per level
 _PAIRS = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+TAG_CHARS = 8                     # an intent's tag: 8 hex characters, random (unique to the intent)
+_KEEP = 64 - 1 - TAG_CHARS        # a custom_id this long or shorter is sent whole: "<custom_id>-<tag>"
+_KEY = b'"custom_id"'
+_ID_FIRST = re.compile(rb'\{\s*"custom_id"\s*:\s*"')
+_ID_VALUE = re.compile(rb'"custom_id"\s*:\s*"')
+_ID_LAST = re.compile(rb'"\s*\}\s*$')
+_DUMP_HEAD = len(b'{"custom_id":"')
+
+
+def new_tag() -> str:
+    """A fresh intent tag (what makes every custom_id it sends unique to it)."""
+    return secrets.token_hex(TAG_CHARS // 2)
+
+
+def sent_id(custom_id: str, tag: str | None) -> str:
+    """The custom_id sent to the API for a request of the intent with this tag: "<custom_id>-<tag>", the
+    readable part cut and a hash of it added when it would not fit in 64 characters. No tag: as it is."""
+    if tag is None:
+        return custom_id
+    if len(custom_id) <= _KEEP:
+        return f"{custom_id}-{tag}"
+    digest = hashlib.sha256(custom_id.encode()).hexdigest()[:8]
+    return f"{custom_id[:_KEEP - 9]}-{digest}-{tag}"
+
+
+def id_offset(line: bytes, custom_id: str) -> int | None:
+    """Where the value of a request line's top-level custom_id starts, when it is written once, literally,
+    as the object's first or last key (so it can be swapped for the sent id without a second dump)."""
+    if line.count(_KEY) != 1:
+        return None
+    first = _ID_FIRST.match(line)
+    if first:
+        at = first.end()
+    else:
+        found = _ID_VALUE.search(line, line.find(_KEY))
+        if found is None:
+            return None
+        at = found.end()
+        if not _ID_LAST.match(line, at + len(custom_id)):
+            return None
+    end = at + len(custom_id)
+    return at if line[at:end] == custom_id.encode() and line[end:end + 1] == b'"' else None
 
 
 @dataclass
 class Item:
-    """One validated request: its archived JSON line and where its answer goes."""
+    """One validated request: its JSON line (custom_id written at line[id_at:id_at + id_len]) and where its
+    answer goes. The line archived and sent carries the intent's sent id there instead."""
 
     custom_id: str
     line: bytes
     output: Path
     model: str | None
     max_tokens: int | None
+    id_at: int = _DUMP_HEAD
+    id_len: int = field(default=-1)
+
+    def __post_init__(self) -> None:
+        if self.id_len < 0:
+            self.id_len = len(self.custom_id)
+
+    def sent_line(self, sent: str) -> bytes:
+        return self.line[:self.id_at] + sent.encode() + self.line[self.id_at + self.id_len:]
+
+    def sent_cost(self) -> int:
+        """Bytes of its line in a create body, with the sent id and the comma."""
+        return len(self.line) - self.id_len + min(len(self.custom_id) + 1 + TAG_CHARS, 64) + 1
 
 
-def _item(custom_id: str, params: dict, output: Path, raw: bytes | None = None) -> Item:
+def _dump(custom_id: str, params: dict) -> bytes:
+    return json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _item(custom_id: str, params: dict, output: Path, raw: bytes | None = None, id_at: int = _DUMP_HEAD) -> Item:
     """raw: the request's own line when it holds nothing else (archived as it came: no second dump)."""
-    line = raw if raw is not None else json.dumps({"custom_id": custom_id, "params": params}, separators=(",", ":"),
-                                                  ensure_ascii=False).encode("utf-8")
+    line = raw if raw is not None else _dump(custom_id, params)
     max_tokens = params.get("max_tokens")
     return Item(custom_id, line, output, params.get("model"),
-                max_tokens if isinstance(max_tokens, int) else None)
+                max_tokens if isinstance(max_tokens, int) else None, id_at if raw is not None else _DUMP_HEAD)
+
+
+def archived_item(line: bytes, written_id: str, custom_id: str, output: Path, model: str | None,
+                  max_tokens: int | None) -> Item:
+    """An Item from an archived line whose custom_id is written_id (the sent id of an earlier attempt)."""
+    at = id_offset(line, written_id)
+    if at is None:
+        obj = json.loads(line)
+        line, at, written_id = _dump(custom_id, obj["params"]), _DUMP_HEAD, custom_id
+    return Item(custom_id, line, output, model, max_tokens, at, len(written_id))
 
 
 def _raise_problems(source: str, problems: list[str], next_step: str, total: int | None = None) -> None:
@@ -216,11 +288,13 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
             if output in outputs:
                 problem(f"line {number}: output {output} is also line {outputs[output]}'s")
                 continue
-            as_came = len(obj) == 2 and raw[:1] == b"{" and b"\x00" not in raw   # archived as it came
+            line = raw.strip()
+            at = id_offset(line, cid) if len(obj) == 2 and raw[:1] == b"{" and b"\x00" not in raw else None
+            as_came = at is not None   # archived as it came, the sent id put in place of the custom_id
             try:
                 if as_came and SURROGATE_ESCAPE.search(raw):  # what a dump would refuse, refused here too
                     json.dumps(obj, ensure_ascii=False).encode("utf-8")
-                item = _item(cid, params, Path(output), raw.strip() if as_came else None)
+                item = _item(cid, params, Path(output), line if as_came else None, at or _DUMP_HEAD)
             except UnicodeEncodeError as exc:
                 problem(f"line {number}: holds a lone surrogate ({exc.object[exc.start]!r} escaped), "
                         "which is not valid Unicode")
@@ -256,11 +330,26 @@ def refuse_oversized(items: list[Item], max_bytes: int) -> int:
     """Raise InputError when a single request is larger than a batch may be; return the byte budget."""
     budget = int(max_bytes * BYTES_MARGIN) - ENVELOPE
     for item in items:
-        cost = len(item.line) + 1
+        cost = item.sent_cost()
         if cost > budget:
             raise InputError(f"request {item.custom_id!r} is {cost:,} bytes, over the {budget:,}-byte batch budget",
                              next_step="shorten it or raise batch_limits.max_bytes (at most 256 MB)")
     return budget
+
+
+def _bounds(items: Sequence[Item], max_requests: int, budget: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch: within the request and byte limits, in order."""
+    bounds: list[tuple[int, int]] = []
+    start = size = 0
+    for index, item in enumerate(items):
+        cost = item.sent_cost()
+        if index > start and (index - start >= max_requests or size + cost > budget):
+            bounds.append((start, index))
+            start, size = index, 0
+        size += cost
+    if items:
+        bounds.append((start, len(items)))
+    return bounds
 
 
 def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Item]]:
@@ -269,51 +358,44 @@ def split(items: list[Item], max_requests: int, max_bytes: int) -> list[list[Ite
     Raise InputError when a single request is larger than a batch may be.
     """
     budget = refuse_oversized(items, max_bytes)
-    groups: list[list[Item]] = []
-    current: list[Item] = []
-    size = 0
-    for item in items:
-        cost = len(item.line) + 1
-        if current and (len(current) >= max_requests or size + cost > budget):
-            groups.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += cost
-    if current:
-        groups.append(current)
-    return groups
+    return [items[lo:hi] for lo, hi in _bounds(items, max_requests, budget)]
 
 
 @dataclass
 class ArchivePart:
-    """One batch's worth of request lines, archived: items[start:stop] went into it."""
+    """One batch's worth of request lines, archived: items[start:stop] went into it, each with the custom_id
+    sent_ids[i] (the readable custom_id and the part's tag)."""
 
     archive: str
     byte_size: int
     start: int
     stop: int
+    tag: str
+    sent_ids: list[str]
 
 
-def archive_group(archive_dir: Path, prefix: str, lines: list[bytes], limits) -> list[ArchivePart]:
-    """Split request lines at the batch limits and archive each part (0600) under a fresh name.
+def _sent_ids(items: Sequence[Item], tag: str) -> list[str]:
+    ids = [sent_id(i.custom_id, tag) for i in items]
+    if any(len(i.custom_id) > _KEEP for i in items) and len(set(ids)) != len(ids):  # a cut id met another
+        raise InputError("two custom_ids are the same once cut to fit the intent tag",
+                         next_step="make the custom_ids differ within their first 46 characters")
+    return ids
+
+
+def archive_group(archive_dir: Path, prefix: str, items: Sequence[Item], limits) -> list[ArchivePart]:
+    """Split items at the batch limits and archive each part (0600) under a fresh name, each line with its
+    sent custom_id (a fresh tag per part): the archive holds exactly the bytes its create sends.
 
     Written before anything is recorded: a crash after it leaves an unused file, never a half record."""
     parts: list[ArchivePart] = []
     budget = int(limits["max_bytes"] * BYTES_MARGIN) - ENVELOPE
-    start = size = 0
-    bounds: list[tuple[int, int]] = []
-    for index, line in enumerate(lines):
-        cost = len(line) + 1
-        if index > start and (index - start >= limits["max_requests"] or size + cost > budget):
-            bounds.append((start, index))
-            start, size = index, 0
-        size += cost
-    if lines:
-        bounds.append((start, len(lines)))
-    for lo, hi in bounds:
-        archive = archive_dir / f"{prefix}-{secrets.token_hex(4)}.jsonl"
-        write_private(archive, (line + b"\n" for line in lines[lo:hi]))
-        parts.append(ArchivePart(str(archive), archive.stat().st_size, lo, hi))
+    for lo, hi in _bounds(items, limits["max_requests"], budget):
+        tag = new_tag()
+        chunk = items[lo:hi]
+        ids = _sent_ids(chunk, tag)
+        archive = archive_dir / f"{prefix}-{tag}.jsonl"
+        write_private(archive, (item.sent_line(sent) + b"\n" for item, sent in zip(chunk, ids, strict=True)))
+        parts.append(ArchivePart(str(archive), archive.stat().st_size, lo, hi, tag, ids))
     return parts
 
 
@@ -322,9 +404,10 @@ def archive_intents(ctx, job_id: str, stage: dict, items: list[Item]) -> list[Pl
     limits = ctx.config["batch_limits"]
     refuse_oversized(items, limits["max_bytes"])  # archive_group splits; this only refuses what cannot fit
     archive_dir = ensure_dir(ctx.paths.archive_dir)
-    parts = archive_group(archive_dir, f"{job_id}-s{stage['seq']}", [i.line for i in items], limits)
+    parts = archive_group(archive_dir, f"{job_id}-s{stage['seq']}", items, limits)
     return [PlannedIntent(part.archive, part.byte_size,
-                          rows=[(i.custom_id, str(i.output), i.model, i.max_tokens) for i in items[part.start:part.stop]])
+                          rows=[(i.custom_id, str(i.output), i.model, i.max_tokens) for i in items[part.start:part.stop]],
+                          tag=part.tag, sent_ids=part.sent_ids)
             for part in parts]
 
 
@@ -386,10 +469,21 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
+def on_server_clock(local_time: datetime, local_now: datetime, server_now: datetime | None) -> datetime:
+    """A time read on this machine's clock, on the server's: shifted by how far the server's clock (its
+    `Date` header, server_now) was from ours (local_now) at the same moment. No Date header: unchanged."""
+    if server_now is None:
+        return local_time
+    return local_time + (server_now - local_now)
+
+
 def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
               intents: list[dict] | None = None) -> list[str]:
     """Settle open intents (all, or the given ones): attach the batch a lost create made, else create it
-    now. Returns messages; (job id, reason) of creates refused for billing are added to `blocked`."""
+    now. Returns messages; (job id, reason) of creates refused for billing are added to `blocked`.
+
+    A batch attached so is `adopted`: retrieval reads its custom_ids before writing anything of it, and
+    one that is not exactly the intent's is recorded as foreign and the intent sent again."""
     messages: list[str] = []
     blocked = blocked if blocked is not None else []
     for intent in ctx.store.open_intents(moving_only=True) if intents is None else intents:
@@ -403,7 +497,7 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
             # sent, never matched: matching it could adopt another intent's batch of the same size
             match = _find_created(ctx, client, fresh) if fresh["attempted_at"] else None
             if match:
-                ctx.store.attach_batch(fresh["id"], match)
+                ctx.store.attach_batch(fresh["id"], match, adopted=True)
                 ctx.store.add_event("reconciled", f"intent {fresh['id']} → {match['id']}",
                                     job_id=intent["job_id"], batch_id=match["id"])
                 messages.append(f"reconciled an unclear submission with batch {match['id']}")
@@ -420,13 +514,14 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
 
 
 def _find_created(ctx, client, intent: dict) -> dict | None:
-    """A batch on the API, unknown to the store, created since the intent's create was attempted, with the
-    same request count."""
-    since = _parse(intent["attempted_at"] or intent["created_at"]) - RECONCILE_SKEW
-    known = ctx.store.known_batch_ids()
+    """A batch on the API, unknown to the store (and not found foreign to this intent), created since the
+    intent's create was attempted (on the server's clock), with the same request count."""
+    attempted = _parse(intent["attempted_at"] or intent["created_at"])
+    known = ctx.store.known_batch_ids() | ctx.store.foreign_batch_ids(intent["id"])
     after = None
     while True:
-        page, has_more, after = client.list_page(limit=100, after_id=after)
+        page, has_more, after, clock = client.list_page(limit=100, after_id=after)
+        since = on_server_clock(attempted, clock.local, clock.server) - RECONCILE_SKEW
         candidates = []
         for batch in page:
             if _parse(batch["created_at"]) < since:

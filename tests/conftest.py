@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -233,11 +234,28 @@ def request_params(path: Path) -> dict[str, dict]:
     return out
 
 
+SENT_TAG = re.compile(r"-[0-9a-f]{8}$")  # what tegbatchd adds to a custom_id it sends: its intent's tag
+
+
+def untagged(custom_id: str) -> str:
+    """The readable custom_id of a sent one (its intent tag taken off)."""
+    return SENT_TAG.sub("", custom_id)
+
+
+def untagged_counts(received: dict[str, int]) -> dict[str, int]:
+    """The emulator's `received` (sent custom_id → batches carrying it) by readable custom_id."""
+    out: dict[str, int] = {}
+    for cid, n in received.items():
+        out[untagged(cid)] = out.get(untagged(cid), 0) + n
+    return out
+
+
 def assert_own_answer(text: str, custom_id: str, params: dict) -> None:
-    """The emulator's answer names its request's custom_id and the sha256 of its params."""
+    """The emulator's answer names its request's custom_id (as sent: with its intent tag) and the sha256 of
+    its params."""
     from tegbatchd.emulator.answers import canonical_sha256
 
-    assert f"custom_id: {custom_id}" in text, text[:300]
+    assert re.search(rf"^custom_id: {re.escape(custom_id)}(-[0-9a-f]{{8}})?$", text, re.M), text[:300]
     assert f"params-sha256: {canonical_sha256(params)}" in text, text[:300]
 
 

@@ -41,8 +41,9 @@ def test_create_retrieve_list_and_cancel_speak_plain_dicts(emu):
     assert created["created_at"].endswith("Z")
     ended = client.retrieve(created["id"])
     assert ended["processing_status"] == "ended" and ended["request_counts"]["succeeded"] == 3
-    page, has_more, last_id = client.list_page(limit=1)
+    page, has_more, last_id, clock = client.list_page(limit=1)
     assert len(page) == 1 and has_more in (True, False) and last_id == page[0]["id"]
+    assert clock.server is not None and abs((clock.server - clock.local).total_seconds()) < 5  # the Date header
     assert client.calls == 3
 
 

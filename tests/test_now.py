@@ -15,6 +15,7 @@ import yaml
 from tegbatchd.emulator.answers import canonical_sha256
 from tegbatchd.pacing import TokenBudget, estimate_tokens
 from tegbatchd.store import Store
+from tests.conftest import untagged
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 ROUNDS = "commentary/round_reports"
@@ -32,12 +33,12 @@ def _setup(cli, data_root: Path, **now) -> None:
 
 
 def _sent_params(cli) -> dict[str, dict]:
-    """custom_id → params of every request archived in the state dir."""
+    """custom_id (readable) → params of every request archived in the state dir."""
     out = {}
     for archive in (Path(cli.env["TEGBATCHD_HOME"]) / "state").rglob("*.jsonl"):
         for line in archive.read_text().splitlines():
             obj = json.loads(line)
-            out[obj["custom_id"]] = obj["params"]
+            out[untagged(obj["custom_id"])] = obj["params"]
     return out
 
 

@@ -94,7 +94,9 @@ def test_hand_edits_are_kept_and_the_new_answer_goes_beside(api_cli, tmp_path, d
     out = cli("retrieve", second, check=True).out  # a later job writing the same outputs
     assert (folder / "req-00000.md").read_text() == "my edit\n"
     assert_own_answer((folder / "req-00000.new.md").read_text(), "req-00000", params["req-00000"])
-    assert (folder / "req-00001.md").read_bytes() == own  # ours, unchanged since: rewritten in place
+    rewritten = (folder / "req-00001.md").read_bytes()   # ours, unchanged since: rewritten in place, not beside
+    assert rewritten != own and not (folder / "req-00001.new.md").exists()   # (the new answer names its new tag)
+    assert_own_answer(rewritten.decode(), "req-00001", params["req-00001"])
     assert "req-00000.md: the file was edited since it was written" in out
     assert len(events(_isolated_home, "kept_edit")) == 3  # old-scripts file in both jobs, the edit once
     assert not [p for p in data_root.rglob("*") if ".tmp-" in p.name]

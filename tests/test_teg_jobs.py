@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_own_answer
+from tests.conftest import assert_own_answer, untagged
 
 RR = "commentary/round_reports"
 
@@ -17,12 +17,13 @@ RR = "commentary/round_reports"
 
 
 def archived_params() -> dict[str, dict]:
-    """custom_id → params of every request this job sent (from the state dir's archive)."""
+    """custom_id (readable: its intent tag taken off) → params of every request this job sent (from the state
+    dir's archive)."""
     out = {}
     for archive in (Path(os.environ["TEGBATCHD_HOME"]) / "state" / "requests").glob("*.jsonl"):
         for line in archive.read_text().splitlines():
             obj = json.loads(line)
-            out[obj["custom_id"]] = obj["params"]
+            out[untagged(obj["custom_id"])] = obj["params"]
     return out
 
 

@@ -47,7 +47,7 @@ def cmd_retrieve(args, ctx) -> int:
             _print_retrieve(report)
     if any(r.state == "incomplete" for r in reports):
         return EXIT_FAILED
-    if any(r.state in ("not_ended", "busy") for r in reports):
+    if any(r.state in ("not_ended", "busy", "foreign") for r in reports):
         return EXIT_NOT_READY
     return 0
 
@@ -60,6 +60,9 @@ def _print_retrieve(report: RetrieveReport) -> None:
         return
     if report.state == "busy":
         print(f"{bid}: {report.message}; try again in a moment")
+        return
+    if report.state == "foreign":
+        print(f"{report.message} (by `tegbatchd poll --once` or the daemon)")
         return
     for failure in report.failures:
         print(f"  ✗ {failure['custom_id']}: {failure['outcome']}"

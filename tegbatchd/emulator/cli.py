@@ -42,6 +42,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _offset(text: str) -> float:
+    value = float(text)
+    if not abs(value) < 1e9:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -71,6 +78,9 @@ def register(sub) -> None:
     m.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
                    help="the day model lifecycles are read at (default: the emulated clock's date)")
     t = p.add_argument_group("timing")
+    t.add_argument("--clock-offset", type=_offset, default=0.0, metavar="S",
+                   help="run the emulated clock S seconds off the machine's (negative: behind; its created_at "
+                        "and Date headers follow it)")
     t.add_argument("--process-seconds", type=_seconds, default=3.0, metavar="S",
                    help="a batch ends S seconds after creation (default 3; 0: at once)")
     t.add_argument("--expiry-seconds", type=_seconds, default=DAY, metavar="S",
@@ -166,7 +176,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     replays = tuple(load_replay(path) for path in opts.replay_results)
     if opts.replay_any:
         replays += (load_replay(opts.replay_any, verbatim=True),)
-    store = BatchStore(opts, Clock(), replays)
+    store = BatchStore(opts, Clock(args.clock_offset), replays)
     if opts.state_file:
         saved = load_state(opts.state_file)
         if saved:

@@ -1,6 +1,10 @@
 """Recorded results files served to a batch whose custom_ids match the file's, or (`--replay-any`) byte for
 byte to every batch: unknown custom_ids, blank lines, CRLF and a truncated last line reach the client as
-they are in the file."""
+they are in the file.
+
+A client may tag a batch's custom_ids ("<id>-<tag>", the same tag on every one): a file recorded with the
+untagged ids is served to that batch too, each line carrying the id the batch was sent with (what the
+real API would answer)."""
 
 from __future__ import annotations
 
@@ -49,16 +53,48 @@ def load_replay(path: str, *, verbatim: bool = False) -> ReplaySource:
     return ReplaySource(str(Path(path).resolve()), frozenset(ids), counts, verbatim)
 
 
+def common_tag(custom_ids: Sequence[str]) -> str | None:
+    """The tag every custom_id of a batch ends with ("<id>-<tag>"), else None."""
+    if not custom_ids or "-" not in custom_ids[0]:
+        return None
+    suffix = "-" + custom_ids[0].rsplit("-", 1)[1]
+    if len(suffix) < 2 or any(len(c) <= len(suffix) or not c.endswith(suffix) for c in custom_ids):
+        return None
+    return suffix[1:]
+
+
+def replay_tag(source: ReplaySource, custom_ids: Sequence[str]) -> str | None:
+    """The tag to add to the source's custom_ids for this batch: None when they are the batch's own."""
+    if source.verbatim or source.custom_ids == set(custom_ids):
+        return None
+    return common_tag(custom_ids)
+
+
 def match_replay(sources: Sequence[ReplaySource], custom_ids: Sequence[str]) -> ReplaySource | None:
-    """Return the source whose custom_ids equal `custom_ids` as a set, else a `--replay-any` one, if any."""
+    """Return the source whose custom_ids equal `custom_ids` as a set (or with their common tag taken
+    off), else a `--replay-any` one, if any."""
     wanted: set[str] | None = None
+    untagged: set[str] | None = None
     for source in sources:
         if source.verbatim or len(source.custom_ids) != len(custom_ids):
             continue
         wanted = wanted if wanted is not None else set(custom_ids)
         if source.custom_ids == wanted:
             return source
+        if untagged is None:
+            tag = common_tag(custom_ids)
+            untagged = {c[:-len(tag) - 1] for c in custom_ids} if tag else set()
+        if source.custom_ids == untagged:
+            return source
     return next((source for source in sources if source.verbatim), None)
+
+
+def tagged_lines(lines: Iterator[bytes], tag: str) -> Iterator[bytes]:
+    """The replayed lines with each custom_id as the batch sent it ("<id>-<tag>")."""
+    for line in lines:
+        obj = json.loads(line)
+        obj["custom_id"] = f"{obj['custom_id']}-{tag}"
+        yield json.dumps(obj, ensure_ascii=False).encode("utf-8") + (b"\n" if line.endswith(b"\n") else b"")
 
 
 def iter_replay_lines(path: str, *, verbatim: bool = False) -> Iterator[bytes]:

@@ -40,6 +40,11 @@ class TransportHandler(BaseHTTPRequestHandler):
         if self.server.opts.verbose:  # type: ignore[attr-defined]
             super().log_message(format, *args)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, on the emulated clock (a server whose clock is off says so here too)."""
+        return super().date_time_string(self.server.store.clock.now() if timestamp is None  # type: ignore[attr-defined]
+                                        else timestamp)
+
     def new_request_id(self) -> str:
         self.request_id = random_id("req_")
         return self.request_id

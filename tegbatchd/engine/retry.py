@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tegbatchd.engine.states import IntentState, failure_kind
 from tegbatchd.store import PlannedIntent
+
+if TYPE_CHECKING:
+    from tegbatchd.submission import Item
 
 MAX_TOKENS_CAP = 128_000
 
@@ -51,14 +55,15 @@ def choose(store, job_id: str, *, all_errors: bool = False, truncated: bool = Fa
     return plan
 
 
-def _lines(archive: str, custom_ids: set[str]) -> dict[str, bytes]:
+def _lines(archive: str, sent_ids: set[str]) -> dict[str, bytes]:
+    """sent custom_id → its archived line, for the given ones."""
     out: dict[str, bytes] = {}
     with open(archive, "rb") as fh:
         for line in fh:
             if not line.strip():
                 continue
             cid = json.loads(line).get("custom_id")
-            if cid in custom_ids:
+            if cid in sent_ids:
                 out[cid] = line.rstrip(b"\r\n")
     return out
 
@@ -78,30 +83,33 @@ def resubmit(ctx, job: dict, rows: list[dict], *, intent_state: IntentState = In
     """Archive and record new attempts for rows (latest failed or truncated attempts): one transaction.
 
     Return (intent ids, rows that cannot be sent because their archived line is gone)."""
+    from pathlib import Path
+
     from tegbatchd.paths import ensure_dir
-    from tegbatchd.submission import archive_group
+    from tegbatchd.submission import archive_group, archived_item
 
     store = ctx.store
     factor = float(ctx.config["retry"]["truncated_factor"])
     by_archive: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_archive[row["archive"]].append(row)
-    by_stage: dict[int, list[tuple[bytes, dict, int | None]]] = defaultdict(list)
+    by_stage: dict[int, list[tuple[Item, dict]]] = defaultdict(list)
     unsendable = 0
     for archive, group in by_archive.items():
         try:
-            lines = _lines(archive, {r["custom_id"] for r in group})
+            lines = _lines(archive, {r["sent_id"] for r in group})
         except (OSError, ValueError):
             lines = {}
         for row in group:
-            line = lines.get(row["custom_id"])
+            line = lines.get(row["sent_id"])
             if line is None:
                 unsendable += 1
                 continue
-            max_tokens = row["max_tokens"]
+            max_tokens, written = row["max_tokens"], row["sent_id"]
             if row.get("raise_max_tokens"):
                 line, max_tokens = _raised(line, factor)
-            by_stage[row["stage_id"]].append((line, row, max_tokens))
+            item = archived_item(line, written, row["custom_id"], Path(row["output_path"]), row["model"], max_tokens)
+            by_stage[row["stage_id"]].append((item, row))
     if not by_stage:
         return [], unsendable
     archive_dir = ensure_dir(ctx.paths.archive_dir)
@@ -110,10 +118,10 @@ def resubmit(ctx, job: dict, rows: list[dict], *, intent_state: IntentState = In
     for stage_id, entries in by_stage.items():
         planned[stage_id] = []
         for part in archive_group(archive_dir, f"{job['id']}-retry", [e[0] for e in entries], limits):
-            chunk = entries[part.start:part.stop]
+            chunk = entries[part.start:part.stop]  # a new intent: a new tag, so new sent ids
             planned[stage_id].append(PlannedIntent(
                 part.archive, part.byte_size,
-                rows=[(r["custom_id"], r["output_path"], r["model"], mt, r["attempt"] + 1) for _, r, mt in chunk],
-                replaces=[(r["id"], r["custom_id"]) for _, r, _ in chunk]))
+                rows=[(r["custom_id"], r["output_path"], r["model"], i.max_tokens, r["attempt"] + 1) for i, r in chunk],
+                replaces=[(r["id"], r["custom_id"]) for _, r in chunk], tag=part.tag, sent_ids=part.sent_ids))
     ids = store.record_retry(job["id"], planned, intent_state=intent_state)
     return ids, unsendable

@@ -84,7 +84,7 @@ STAGE_MOVES: dict[StageState, frozenset[StageState]] = {
 }
 INTENT_MOVES: dict[IntentState, frozenset[IntentState]] = {
     IntentState.OPEN: frozenset({IntentState.CREATED, IntentState.FAILED}),
-    IntentState.CREATED: frozenset(),
+    IntentState.CREATED: frozenset({IntentState.OPEN}),   # the batch reconcile adopted proved foreign: sent again
     IntentState.FAILED: frozenset(),
     IntentState.NOW: frozenset(),
     IntentState.HELD: frozenset({IntentState.OPEN, IntentState.FAILED}),   # failed: the job was canceled first

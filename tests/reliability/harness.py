@@ -183,8 +183,8 @@ def place_kill(point: str, n: int, _die=_die) -> None:
     elif point == "attached":
         real_attach = store_mod.Store.attach_batch
 
-        def attach_batch(self, intent_id, batch):
-            real_attach(self, intent_id, batch)
+        def attach_batch(self, intent_id, batch, **kw):
+            real_attach(self, intent_id, batch, **kw)
             if hit():
                 _die()
 

@@ -272,9 +272,9 @@ class Trial:
         assert on_disk == planned, f"missing {sorted(planned - on_disk)[:3]}, extra {sorted(on_disk - planned)[:3]}"
         assert temp_files(self.data) == [] and temp_files(self.folder / "tmp") == []
 
-        attempts = query(self.db, "SELECT r.id, r.custom_id, r.output_path, r.outcome, r.retried_by, i.archive, "
+        attempts = query(self.db, "SELECT r.id, r.sent_id, r.output_path, r.outcome, r.retried_by, i.archive, "
                                   "i.state FROM requests r JOIN intents i ON i.id=r.intent_id ORDER BY r.id")
-        sent = Counter(cid for _, cid, *_rest, state in attempts if state != "failed")
+        sent = Counter(cid for _, cid, *_rest, state in attempts if state != "failed")  # custom_ids as sent
         assert dict(self.received) == dict(sent), _diff(self.received, sent)
         archives: dict[str, dict] = {}
         by_output: dict[str, list[tuple]] = {}
