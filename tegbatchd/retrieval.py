@@ -149,7 +149,7 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             batch = store.get_batch(batch_id)
             if batch["api_status"] != "ended":
                 return RetrieveReport(batch_id, batch["api_status"], "not_ended", total=total)
-        if batch["adopted"] and not batch["verified_at"] and not batch["archived_at"]:  # reconcile matched it:
+        if batch["reconciled"] and not batch["verified_at"] and not batch["archived_at"]:  # reconcile matched it:
             # ours only if its ids say so (an archived one writes nothing: its requests become failures)
             refused = _refuse_foreign(ctx, client, batch, total)
             if refused is not None:

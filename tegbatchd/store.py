@@ -189,7 +189,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE UNIQUE INDEX requests_sent ON requests(intent_id, sent_id)",
     ]),
     ("adopt only what is provably ours: batches reconcile adopted are verified; foreign ones kept apart", [
-        "ALTER TABLE batches ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0",   # 1: matched by reconcile
+        "ALTER TABLE batches ADD COLUMN reconciled INTEGER NOT NULL DEFAULT 0",   # 1: matched by reconcile
         "ALTER TABLE batches ADD COLUMN verified_at TEXT",                     # its results proved it ours
         """CREATE TABLE foreign_batches(
             batch_id TEXT NOT NULL, intent_id INTEGER NOT NULL REFERENCES intents(id) ON DELETE CASCADE,
@@ -584,8 +584,8 @@ class Store:
         One already recorded is left as it is."""
         with self.tx() as c:
             for custom_id, output_path, model in rows:
-                cur = c.execute("INSERT OR IGNORE INTO requests(intent_id, custom_id, output_path, model, attempt) "
-                                "VALUES(?,?,?,?,1)", (intent_id, custom_id, output_path, model))
+                cur = c.execute("INSERT OR IGNORE INTO requests(intent_id, custom_id, output_path, model, attempt, "
+                                "sent_id) VALUES(?1,?2,?3,?4,1,?2)", (intent_id, custom_id, output_path, model))
                 if cur.rowcount:
                     c.execute("INSERT INTO intent_counts(intent_id, model, requests, open, latest_open) "
                               "VALUES(?,?,1,1,1) ON CONFLICT(intent_id, model) DO UPDATE SET requests=requests+1, "
@@ -699,8 +699,8 @@ class Store:
     def intents_of_stage(self, stage_id: int) -> list[dict]:
         return self._all("SELECT * FROM intents WHERE stage_id=? ORDER BY id", (stage_id,))
 
-    def attach_batch(self, intent_id: int, batch: dict, *, adopted: bool = False) -> None:
-        """Record the batch an intent created (or, adopted, was reconciled to: its results are verified
+    def attach_batch(self, intent_id: int, batch: dict, *, reconciled: bool = False) -> None:
+        """Record the batch an intent created (or, reconciled, was matched with: its results are verified
         before anything of it is written). Idempotent."""
         with self.tx() as c:
             if not self._move(c, "intents", INTENT_MOVES, intent_id, IntentState.CREATED, ", batch_id=?, error=NULL",
@@ -708,9 +708,9 @@ class Store:
                 return
             c.execute(
                 "INSERT OR IGNORE INTO batches(id, intent_id, created_at, expires_at, api_status, local_state, "
-                "processing, next_poll_at, adopted) VALUES(?,?,?,?,?,?,?,?,?)",
+                "processing, next_poll_at, reconciled) VALUES(?,?,?,?,?,?,?,?,?)",
                 (batch["id"], intent_id, batch["created_at"], batch.get("expires_at"), batch["processing_status"],
-                 BatchState.SUBMITTED, batch["request_counts"]["processing"], None, int(adopted)))
+                 BatchState.SUBMITTED, batch["request_counts"]["processing"], None, int(reconciled)))
             self._apply_status(c, batch)
 
     def release_intent(self, intent_id: int) -> bool:
@@ -728,7 +728,7 @@ class Store:
         forgotten as its batch, and the intent open again (sent by the next poll). One transaction; nothing
         of its results was recorded. Return the intent id (None: not an unverified adopted batch)."""
         with self.tx() as c:
-            row = c.execute("SELECT intent_id, created_at FROM batches WHERE id=? AND adopted=1 AND verified_at IS NULL",
+            row = c.execute("SELECT intent_id, created_at FROM batches WHERE id=? AND reconciled=1 AND verified_at IS NULL",
                             (batch_id,)).fetchone()
             if row is None:
                 return None

@@ -482,7 +482,7 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
     """Settle open intents (all, or the given ones): attach the batch a lost create made, else create it
     now. Returns messages; (job id, reason) of creates refused for billing are added to `blocked`.
 
-    A batch attached so is `adopted`: retrieval reads its custom_ids before writing anything of it, and
+    A batch attached so is marked `reconciled`: retrieval reads its custom_ids before writing anything of it, and
     one that is not exactly the intent's is recorded as foreign and the intent sent again."""
     messages: list[str] = []
     blocked = blocked if blocked is not None else []
@@ -497,7 +497,7 @@ def reconcile(ctx, client, blocked: list[tuple[str, str]] | None = None, *,
             # sent, never matched: matching it could adopt another intent's batch of the same size
             match = _find_created(ctx, client, fresh) if fresh["attempted_at"] else None
             if match:
-                ctx.store.attach_batch(fresh["id"], match, adopted=True)
+                ctx.store.attach_batch(fresh["id"], match, reconciled=True)
                 ctx.store.add_event("reconciled", f"intent {fresh['id']} → {match['id']}",
                                     job_id=intent["job_id"], batch_id=match["id"])
                 messages.append(f"reconciled an unclear submission with batch {match['id']}")

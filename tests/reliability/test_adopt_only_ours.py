@@ -114,7 +114,7 @@ def test_a_foreign_batch_adopted_anyway_writes_nothing_and_the_intent_is_sent_ag
     store = Store.open(db)
     from tegbatchd.api import batch_to_dict
 
-    store.attach_batch(1, batch_to_dict(client.messages.batches.retrieve(other.id)), adopted=True)
+    store.attach_batch(1, batch_to_dict(client.messages.batches.retrieve(other.id)), reconciled=True)
     store.close()
     retrieved = cli("retrieve", other.id, "--json")
     assert "not this job's" in retrieved.out + retrieved.err
@@ -140,6 +140,6 @@ def test_a_laptop_clock_six_minutes_fast_does_not_send_an_unclear_create_twice(a
     stats = emu.stats()
     assert stats["batches_created"] == 1 and stats["calls"]["create"] == 1
     db = _isolated_home / "state" / "state.db"
-    assert query(db, "SELECT adopted, verified_at IS NOT NULL FROM batches") == [(1, 1)]   # checked: ours
+    assert query(db, "SELECT reconciled, verified_at IS NOT NULL FROM batches") == [(1, 1)]   # checked: ours
     for cid, params in request_params(reqs).items():
         assert_own_answer((data_root / "commentary" / "misc" / f"{cid}.md").read_text(), cid, params)
