@@ -63,7 +63,7 @@ _SUMS = (_SUMS_5 + ", " + _LATEST_SUMS
 # repeat these terms literally for SQLite to use it)
 _LATEST_FAILED = "retried_by IS NULL AND outcome IS NOT NULL AND outcome <> 'succeeded'"
 _FAILED_COLUMNS = ("r.id, r.intent_id, r.custom_id, r.output_path, r.model, r.max_tokens, r.outcome, r.error_type, "
-                   "r.error_message, r.stop_reason, r.attempt, r.retried_by")
+                   "r.error_message, r.stop_reason, r.attempt, r.retried_by, r.sent_id")
 
 
 # --- migrations: append only; each is a list of statements -------------------------------------------
@@ -187,6 +187,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE requests ADD COLUMN sent_id TEXT",
         "UPDATE requests SET sent_id=custom_id",
         "CREATE UNIQUE INDEX requests_sent ON requests(intent_id, sent_id)",
+        "DROP INDEX requests_failed",   # the same covering index, with the sent id a resubmission reads
+        "CREATE INDEX requests_failed ON requests(intent_id, retried_by, outcome, id, custom_id, output_path, model, "
+        f"max_tokens, error_type, error_message, stop_reason, attempt, sent_id) WHERE {_LATEST_FAILED}",
     ]),
     ("adopt only what is provably ours: batches reconcile adopted are verified; foreign ones kept apart", [
         "ALTER TABLE batches ADD COLUMN reconciled INTEGER NOT NULL DEFAULT 0",   # 1: matched by reconcile
