@@ -30,7 +30,15 @@ from tests.support.desktop import (  # noqa: F401
     user_manager,
     wait_until,
 )
-from tests.test_desktop_e2e import FILES, OUTPUT, counts, opener, ready_entry, write_config  # noqa: F401
+from tests.test_desktop_e2e import (  # noqa: F401
+    FILES,
+    OUTPUT,
+    counts,
+    opener,
+    ready_entry,
+    without_cost,
+    write_config,
+)
 
 # The real desktop: every `cli` call is a `python -m tegbatchd` process, as the person's would be.
 pytestmark = pytest.mark.proc_cli
@@ -128,7 +136,7 @@ def test_the_installed_daemon_writes_the_files_and_its_notification_opens_the_fo
     assert record.read_text().splitlines() == [str(folder)]
     desktop.dunstctl("close-all")
     wait(lambda: int(desktop.dunstctl("count", "displayed")) == 0, "dunst to close the notification")
-    assert desktop.history() == [ready_entry(setup["title"], folder)]
+    assert without_cost(desktop.history()) == [ready_entry(setup["title"], folder)]
     assert user_manager.systemctl("is-active", "tegbatchd.service").stdout.strip() == "active"
 
     user_manager.systemctl("stop", "tegbatchd.service")
@@ -155,7 +163,7 @@ def test_the_installed_timer_service_writes_the_files_and_notifies_once(
     assert written(folder) == EXPECTED_FILES
     desktop.dunstctl("close-all")
     wait_until(lambda: int(desktop.dunstctl("count", "displayed")) == 0, what="dunst to close the notification")
-    assert desktop.history() == [ready_entry(setup["title"], folder)]
+    assert without_cost(desktop.history()) == [ready_entry(setup["title"], folder)]
 
     run_poll()  # nothing new: no second notification
     assert counts(desktop) == {"displayed": 0, "waiting": 0, "history": 1}

@@ -13,7 +13,13 @@ from tegbatchd.emulator.ids import fraction, random_id
 from tegbatchd.emulator.models import ACTIVE, DEPRECATED, RETIRED, model_info
 from tegbatchd.emulator.options import MAX_REQUESTS
 from tegbatchd.emulator.outcomes import CREDIT_MESSAGE, iter_result_lines
-from tegbatchd.emulator.replay import iter_replay_lines, match_replay, replay_tag, tagged_lines
+from tegbatchd.emulator.replay import (
+    iter_replay_lines,
+    match_replay,
+    replay_tag,
+    tagged_lines,
+    tagged_verbatim,
+)
 from tegbatchd.emulator.state import InvalidState, NotFound
 from tegbatchd.emulator.validation import check_request
 from tegbatchd.emulator.wire import batch_object
@@ -183,7 +189,9 @@ def results(handler: Handler, batch_id: str) -> None:
     if batch.replay is not None:
         lines = iter_replay_lines(batch.replay.path, verbatim=batch.replay.verbatim)
         tag = replay_tag(batch.replay, [r.custom_id for r in batch.requests])
-        if tag:
+        if tag and batch.replay.verbatim:
+            lines = tagged_verbatim(lines, tag, [r.custom_id for r in batch.requests])
+        elif tag:
             lines = tagged_lines(lines, tag)
     else:
         lines = iter_result_lines(batch.id, batch.requests, batch.outcomes or "", server.opts)

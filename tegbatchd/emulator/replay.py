@@ -4,11 +4,13 @@ they are in the file.
 
 A client may tag a batch's custom_ids ("<id>-<tag>", the same tag on every one): a file recorded with the
 untagged ids is served to that batch too, each line carrying the id the batch was sent with (what the
-real API would answer)."""
+real API would answer); a `--replay-any` file gets the tag on the ids that name the batch's requests, and
+is otherwise served byte for byte."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,7 @@ def common_tag(custom_ids: Sequence[str]) -> str | None:
 
 def replay_tag(source: ReplaySource, custom_ids: Sequence[str]) -> str | None:
     """The tag to add to the source's custom_ids for this batch: None when they are the batch's own."""
-    if source.verbatim or source.custom_ids == set(custom_ids):
+    if not source.verbatim and source.custom_ids == set(custom_ids):
         return None
     return common_tag(custom_ids)
 
@@ -95,6 +97,23 @@ def tagged_lines(lines: Iterator[bytes], tag: str) -> Iterator[bytes]:
         obj = json.loads(line)
         obj["custom_id"] = f"{obj['custom_id']}-{tag}"
         yield json.dumps(obj, ensure_ascii=False).encode("utf-8") + (b"\n" if line.endswith(b"\n") else b"")
+
+
+_ID_FIELD = re.compile(rb'("custom_id"\s*:\s*")([A-Za-z0-9_-]{1,64})(")')
+
+
+def tagged_verbatim(lines: Iterator[bytes], tag: str, custom_ids: Sequence[str]) -> Iterator[bytes]:
+    """`--replay-any` lines byte for byte, except that a custom_id naming one of the batch's requests
+    without its tag gets the tag (what the real API would answer for the ids sent); others stay as they are."""
+    readable = {c[:-len(tag) - 1].encode() for c in custom_ids}
+    suffix = b"-" + tag.encode()
+
+    def add(match: re.Match[bytes]) -> bytes:
+        found = match.group(2)
+        return match.group(1) + found + suffix + match.group(3) if found in readable else match.group(0)
+
+    for line in lines:
+        yield _ID_FIELD.sub(add, line, count=1)
 
 
 def iter_replay_lines(path: str, *, verbatim: bool = False) -> Iterator[bytes]:

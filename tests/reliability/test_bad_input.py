@@ -187,7 +187,7 @@ def test_damaged_or_newer_state_database_is_refused_untouched(cli, tmp_path, _is
         assert result.code == 7 and "state database" in result.err and "Traceback" not in result.err, result.err
     assert db.read_bytes() == b"SQLite format 3\x00" + b"\x13" * 5000
 
-    db.write_bytes(healthy)  # a readable file whose requests table is damaged
+    db.write_bytes(healthy)  # a readable file whose jobs table (what list reads first) is damaged
     store = Store.open(db)
     store.create_job("job_x", "requests", "t", {"source": "s"}, str(tmp_path), ["requests"])
     stage = store.stages("job_x")[0]
@@ -197,7 +197,7 @@ def test_damaged_or_newer_state_database_is_refused_untouched(cli, tmp_path, _is
                                 "ended", "request_counts": dict.fromkeys(
                                     ("processing", "succeeded", "errored", "canceled", "expired"), 0)})
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    root = store.conn.execute("SELECT rootpage FROM sqlite_master WHERE name='requests'").fetchone()[0]
+    root = store.conn.execute("SELECT rootpage FROM sqlite_master WHERE name='jobs'").fetchone()[0]
     page = store.conn.execute("PRAGMA page_size").fetchone()[0]
     store.close()
     with db.open("r+b") as fh:
