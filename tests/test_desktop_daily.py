@@ -5,7 +5,6 @@ missing tool fails these tests (tests/support/desktop.require)."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -21,9 +20,9 @@ from tests.conftest import write_requests
 from tests.support.desktop import (  # noqa: F401
     DUNSTRC,
     Desktop,
-    _start_xvfb,
     dunst_desktop,
     require,
+    running_dunst,
     session_bus,
     stop_process,
     wait_until,
@@ -85,20 +84,7 @@ LEFT_CLICK_OPENS = DUNSTRC + """[global]
 def dunst_left_click(session_bus, tmp_path, monkeypatch) -> Iterator[Desktop]:  # noqa: F811
     """Like dunst_desktop, with the dunstrc line the README gives for a left click that opens."""
     require("Xvfb", "dunst", "dunstctl", "xdotool")
-    xvfb, display = _start_xvfb()
-    env = {**os.environ, "DISPLAY": display, "DBUS_SESSION_BUS_ADDRESS": session_bus.address}
-    conf = tmp_path / "dunstrc"
-    conf.write_text(LEFT_CLICK_OPENS)
-    dunst = None
-    try:
-        dunst = subprocess.Popen(["dunst", "-config", str(conf)], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        wait_until(lambda: dunst.poll() is None and session_bus.has_owner(), what="dunst on the bus")
-        monkeypatch.setenv("DISPLAY", display)
-        yield Desktop(session_bus, display, env)
-    finally:
-        stop_process(dunst)
-        stop_process(xvfb)
+    yield from running_dunst(session_bus, tmp_path, monkeypatch, LEFT_CLICK_OPENS)
 
 
 def click_popup(desktop: Desktop, button: int) -> None:

@@ -226,10 +226,15 @@ DUNSTRC = """[global]
 def dunst_desktop(session_bus, tmp_path, monkeypatch) -> Iterator[Desktop]:
     """Xvfb on a free display and a real dunst owning org.freedesktop.Notifications on the private bus."""
     require("Xvfb", "dunst", "dunstctl")
+    yield from running_dunst(session_bus, tmp_path, monkeypatch, DUNSTRC)
+
+
+def running_dunst(session_bus, tmp_path: Path, monkeypatch, dunstrc: str) -> Iterator[Desktop]:
+    """Xvfb and a real dunst with the given dunstrc on the private bus, for a fixture to yield from."""
     xvfb, display = _start_xvfb()
     env = {**os.environ, "DISPLAY": display, "DBUS_SESSION_BUS_ADDRESS": session_bus.address}
     conf = tmp_path / "dunstrc"
-    conf.write_text(DUNSTRC)
+    conf.write_text(dunstrc)
     dunst = None
     try:
         dunst = subprocess.Popen(["dunst", "-config", str(conf)], env=env, stdout=subprocess.DEVNULL,
