@@ -147,13 +147,19 @@ def test_counts_equal_a_full_count_after_any_sequence(tmp_path, seed):
     store.close()
 
 
-def test_counts_of_requests_recorded_before_the_migration(tmp_path, monkeypatch):
-    path = tmp_path / "state.db"
-    counts = next(n for n, (what, _) in enumerate(store_mod.MIGRATIONS, start=1) if what.startswith("counts per"))
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", counts - 1)
+def _store_before(path, monkeypatch, migration: str) -> tuple[Store, dict]:
+    """A store at the schema just before the migration whose description starts with `migration`, holding
+    job_1 (its stage returned); reopening with SCHEMA_VERSION put back migrates it."""
+    number = next(n for n, (what, _) in enumerate(store_mod.MIGRATIONS, start=1) if what.startswith(migration))
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", number - 1)
     old = Store.open(path)
     old.create_job("job_1", "requests", "t", {}, "/data", ["one"])
-    stage = old.stages("job_1")[0]
+    return old, old.stages("job_1")[0]
+
+
+def test_counts_of_requests_recorded_before_the_migration(tmp_path, monkeypatch):
+    path = tmp_path / "state.db"
+    old, stage = _store_before(path, monkeypatch, "counts per")
     with old.tx() as c:  # what the previous version recorded: requests without counts
         c.execute("INSERT INTO intents(id, stage_id, archive, request_count, byte_size, state, created_at) "
                   "VALUES(1, ?, 'a', 3, 1, 'open', 'x')", (stage["id"],))
@@ -173,11 +179,7 @@ def test_counts_of_requests_recorded_before_the_migration(tmp_path, monkeypatch)
 
 def test_latest_attempt_counts_of_jobs_recorded_before_their_migration(tmp_path, monkeypatch):
     path = tmp_path / "state.db"
-    latest = next(n for n, (what, _) in enumerate(store_mod.MIGRATIONS, start=1) if what.startswith("latest-attempt"))
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", latest - 1)
-    old = Store.open(path)
-    old.create_job("job_1", "requests", "t", {}, "/data", ["one"])
-    stage = old.stages("job_1")[0]
+    old, stage = _store_before(path, monkeypatch, "latest-attempt")
     with old.tx() as c:  # what the previous version recorded: a failure, its retry pending, a success, a cut one
         c.execute("INSERT INTO intents(id, stage_id, archive, request_count, byte_size, state, created_at) "
                   "VALUES(1, ?, 'a', 3, 1, 'created', 'x'), (2, ?, 'b', 1, 1, 'open', 'x')", (stage["id"], stage["id"]))
