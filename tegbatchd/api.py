@@ -320,6 +320,20 @@ def _is_billing(exc: Exception, detail: str) -> bool:
     return "enforced_spend_limit" in text or "credit balance" in text or "spend limit" in text
 
 
+_TLS: list[Any] = []
+
+
+def _tls_context() -> Any:
+    """The TLS context the SDK's HTTP client would make by default (system CAs, SSL_CERT_* honoured), made
+    once per process: loading the CA bundle costs 0.1-0.4 s, which every client made after the first (the
+    daemon's polls, the commands a test runs in one process) would pay again."""
+    if not _TLS:
+        import httpx2
+
+        _TLS.append(httpx2.create_ssl_context())
+    return _TLS[0]
+
+
 class BatchApi:
     """A thin client for the Message Batches API over the real SDK.
 
@@ -333,7 +347,8 @@ class BatchApi:
 
         self._anthropic = anthropic
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or check_endpoint(),
-                                          max_retries=max_retries, timeout=timeout)
+                                          max_retries=max_retries, timeout=timeout,
+                                          http_client=anthropic.DefaultHttpxClient(verify=_tls_context()))
         self.create_timeout = create_timeout
         self.calls = 0
 

@@ -135,3 +135,17 @@ def test_the_context_api_env_comes_before_the_environment(emu, tmp_path, monkeyp
     plain = Context(paths=ctx.paths)
     with pytest.raises(api.Unavailable):
         make_client(plain).retrieve(created["id"])  # without it: the environment's dead address
+
+
+def test_clients_share_one_verifying_tls_context():
+    """The CA bundle is loaded once per process, and the context still verifies certificates and host names
+    as the SDK's own default would."""
+    import ssl
+
+    from tegbatchd.api import BatchApi
+
+    first, second = BatchApi("sk-ant-x", "https://api.example.test"), BatchApi("sk-ant-y", "http://127.0.0.1:9")
+    contexts = {id(api.client._client._transport._pool._ssl_context) for api in (first, second)}
+    assert len(contexts) == 1
+    context = first.client._client._transport._pool._ssl_context
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
