@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,14 +181,16 @@ def _read_csv_columns(path: Path, wanted: tuple[str, ...]) -> tuple[list[str], l
             width = len(header)
             rows: list[tuple] = []
             append = rows.append
+            absent = -1 in index
+            pick = operator.itemgetter(*index) if len(index) > 1 else (lambda row: (row[index[0]],))
             for row in reader:
                 if not row:
                     continue
-                if len(row) < width or -1 in index:
+                if len(row) < width or absent:
                     padded: list[str | None] = [*row, *[None] * (width - len(row))]
                     append(tuple(padded[i] if i >= 0 else None for i in index))
                 else:
-                    append(tuple(row[i] for i in index))
+                    append(pick(row))
             return header, rows, "line"
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text CSV file", next_step="export the table as UTF-8 CSV") from None
