@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 import traceback
@@ -133,22 +134,31 @@ class Trial:
 
     def where(self) -> str:
         """The first unsettled stage of the first unfinished job: where a random kill landed."""
-        if not self.db.exists():
+        if not self.rows("SELECT name FROM sqlite_master WHERE name='stages'"):
             return "before-job"
         rows = query(self.db, "SELECT s.name, s.state FROM stages s JOIN jobs j ON j.id=s.job_id "
                               "WHERE j.state='active' AND s.state NOT IN ('done','skipped') ORDER BY j.rowid, s.seq")
         return f"{rows[0][0]}-{rows[0][1]}" if rows else "settled"
 
     def rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        return query(self.db, sql, args) if self.db.exists() else []
+        """The query's rows; none while the database or its tables are not made yet (a process killed as it
+        created them leaves an empty file: the next one makes them)."""
+        if not self.db.exists():
+            return []
+        try:
+            return query(self.db, sql, args)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
 
     def settled(self) -> bool:
         if not self.db.exists():
             return False
         states = [s for (s,) in self.rows("SELECT state FROM jobs")]
         busy = self.rows("SELECT (SELECT count(*) FROM intents WHERE state='open') + (SELECT count(*) FROM "
-                         "batches WHERE local_state IN ('submitted','retrieving'))")[0][0]
-        return len(states) == len(self.jobs) and all(s in TERMINAL for s in states) and busy == 0
+                         "batches WHERE local_state IN ('submitted','retrieving'))")
+        return len(states) == len(self.jobs) and all(s in TERMINAL for s in states) and busy == [(0,)]
 
     def finish_with_daemon(self) -> None:
         daemon = self.start("daemon", "--heartbeat", "0.2")
