@@ -183,6 +183,7 @@ def _preload() -> None:
     import tegbatchd.submission  # noqa: F401
     import tests.reliability.harness  # noqa: F401
 
+    tegbatchd.api._tls_context()  # the CA bundle, loaded once here as a long-lived process loads it once
     for module in ("batches", "submit", "listing", "info", "daemon", "teg", "service", "demo"):
         try:
             __import__(f"tegbatchd.cli.{module}")
