@@ -6,6 +6,7 @@ results through the SDK's streaming response line by line (its default decoder i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -320,18 +321,14 @@ def _is_billing(exc: Exception, detail: str) -> bool:
     return "enforced_spend_limit" in text or "credit balance" in text or "spend limit" in text
 
 
-_TLS: list[Any] = []
-
-
+@functools.cache
 def _tls_context() -> Any:
     """The TLS context the SDK's HTTP client would make by default (system CAs, SSL_CERT_* honoured), made
     once per process: loading the CA bundle costs 0.1-0.4 s, which every client made after the first (the
     daemon's polls, the commands a test runs in one process) would pay again."""
-    if not _TLS:
-        import httpx2
+    import httpx2
 
-        _TLS.append(httpx2.create_ssl_context())
-    return _TLS[0]
+    return httpx2.create_ssl_context()
 
 
 class BatchApi:

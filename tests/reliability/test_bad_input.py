@@ -4,11 +4,10 @@ state as it was (a dump of every table and a listing of the data root and state 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import FIXTURES, write_requests
+from tests.conftest import write_requests
 from tests.reliability.support import TEMPLATE, assert_delivered, db_dump, query, tree
 
 GOOD = '{"custom_id": "%s", "params": {"model": "claude-sonnet-5-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}\n'  # noqa: E501
@@ -65,10 +64,8 @@ def _state(home: Path, data_root: Path) -> tuple:
     return db_dump(home / "state" / "state.db"), tree(data_root), tree(home, skip=("config", "logs"))
 
 
-def test_bad_input_is_refused_and_changes_nothing(api_cli, tmp_path, data_root, _isolated_home):
+def test_bad_input_is_refused_and_changes_nothing(api_cli, tmp_path, real_data, data_root, _isolated_home):
     cli, emu = api_cli("--process-seconds", "0")
-    for name in ("all-scores.csv", "rounds.csv"):
-        shutil.copy(FIXTURES / "teg" / name, data_root / name)
     good = write_requests(tmp_path / "good.jsonl", 5)
     cli("submit", "requests", str(good), "--output", TEMPLATE, check=True)
     cli("poll", "--once", check=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tegbatchd import writer as writer_mod
-from tests.conftest import FIXTURES, assert_own_answer, request_params, write_requests
+from tests.conftest import assert_own_answer, request_params, write_requests
 from tests.reliability.support import (
     TEMPLATE,
     assert_counts_exact,
@@ -195,12 +194,16 @@ def test_kill_placed_inside_each_step(api_cli, tmp_path, data_root, _isolated_ho
     assert_each_own(folder, params)
 
 
-def test_kill_during_the_local_assembly_of_a_teg_job(api_cli, data_root, _isolated_home):
-    cli, emu = api_cli("--process-seconds", "0")
-    for name in ("all-scores.csv", "rounds.csv"):
-        shutil.copy(FIXTURES / "teg" / name, data_root / name)
+def _teg_job_with_its_narratives_submitted(api_cli):
+    """TEG 17 rounds 1-2 submitted and polled once: story notes written, the narrative stage submitted."""
+    cli, _ = api_cli("--process-seconds", "0")
     cli("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
-    cli("poll", "--once", check=True)  # story notes written; the narrative stage submitted
+    cli("poll", "--once", check=True)
+    return cli
+
+
+def test_kill_during_the_local_assembly_of_a_teg_job(api_cli, real_data, data_root, _isolated_home):
+    cli = _teg_job_with_its_narratives_submitted(api_cli)
     _killed_at(cli, "assembly:2", None, "poll", "--once")  # narratives written, 1 of 2 combined files
     folder = data_root / "commentary" / "round_reports"
     combined = [folder / f"teg_17_round_{r}_report.md" for r in (1, 2)]
@@ -217,13 +220,10 @@ def test_kill_during_the_local_assembly_of_a_teg_job(api_cli, data_root, _isolat
     assert temp_files(data_root) == []
 
 
-def test_a_kill_between_an_assembled_file_and_its_rename_leaves_no_temp_file(api_cli, data_root, _isolated_home):
+def test_a_kill_between_an_assembled_file_and_its_rename_leaves_no_temp_file(api_cli, real_data, data_root,
+                                                                           _isolated_home):
     """Found by the kill suite: the assembly's temp file, left by a kill before its rename, stayed forever."""
-    cli, emu = api_cli("--process-seconds", "0")
-    for name in ("all-scores.csv", "rounds.csv"):
-        shutil.copy(FIXTURES / "teg" / name, data_root / name)
-    cli("submit", "round-reports", "--teg", "17", "--round", "1-2", check=True)
-    cli("poll", "--once", check=True)  # story notes written; the narrative stage submitted
+    cli = _teg_job_with_its_narratives_submitted(api_cli)
     _killed_at(cli, "temp-written:3", None, "poll", "--once")  # 2 narratives renamed, then the first combined
     folder = data_root / "commentary" / "round_reports"
     assert [p.name.split(".tmp")[0] for p in temp_files(data_root)] == [".teg_17_round_1_report.md"]

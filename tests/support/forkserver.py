@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import json
 import os
+import pkgutil
 import shutil
 import signal
 import subprocess
@@ -184,11 +186,8 @@ def _preload() -> None:
     import tests.reliability.harness  # noqa: F401
 
     tegbatchd.api._tls_context()  # the CA bundle, loaded once here as a long-lived process loads it once
-    for module in ("batches", "submit", "listing", "info", "daemon", "teg", "service", "demo"):
-        try:
-            __import__(f"tegbatchd.cli.{module}")
-        except ImportError:
-            pass
+    for module in pkgutil.iter_modules(tegbatchd.cli.__path__):  # every command's module
+        importlib.import_module(f"tegbatchd.cli.{module.name}")
     del tegbatchd
 
 
