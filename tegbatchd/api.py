@@ -429,8 +429,10 @@ class BatchApi:
         """
         a = self._anthropic
         self.calls += 2  # the SDK retrieves the batch, then downloads results_url
+        streaming = False
         try:
             with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
+                streaming = True
                 pieces: list[bytes] = []  # the unfinished line: joined once it ends, so a long line stays linear
                 for chunk in response.iter_bytes():  # as received: a sized chunker drops its buffer on a cut
                     pieces.append(chunk)
@@ -445,9 +447,13 @@ class BatchApi:
                 rest = b"".join(pieces)
                 if rest.strip():
                     yield rest.rstrip(b"\r")
+        except a.APIConnectionError as exc:  # SDK >= 2.17 wraps a failed body read of its own decoders so
+            if streaming:                      # (a dropped or timed-out read once the answer has begun)
+                raise StreamCut(f"the results stream was cut ({type(exc).__name__})") from exc
+            raise self._map(exc) from exc
         except a.APIError as exc:
             raise self._map(exc) from exc
-        except Exception as exc:  # httpx2 transport errors are not wrapped by the SDK mid-stream
+        except Exception as exc:  # a raw streaming response's transport errors are not wrapped by the SDK
             if type(exc).__module__.startswith(("httpx", "httpcore", "h11")):
                 raise StreamCut(f"the results stream was cut ({type(exc).__name__})") from exc
             raise

@@ -124,6 +124,24 @@ def test_a_cut_results_stream_keeps_the_lines_that_arrived():
         assert again == [f"r-{i}" for i in range(8)]  # the next download is whole
 
 
+def test_a_cut_stream_the_sdk_wraps_as_a_connection_error_is_still_a_cut(monkeypatch):
+    """SDK 2.17 wraps a failed body read of its own decoders as APIConnectionError; should it wrap the raw
+    streaming response's reads too, a cut once the answer has begun stays a cut (resumed), not an outage."""
+    from anthropic import _response, _streaming
+
+    monkeypatch.setattr(_response.APIResponse, "iter_bytes", lambda self, chunk_size=None:
+                        _streaming.iter_response_bytes(self.http_response, self._client))
+    with running_emulator("--process-seconds", "0", "--drop-results-after", "2",
+                          "--drop-results-times", "1") as cutting:
+        client = _client(cutting)
+        batch = client.create(_body(6))
+        got = []
+        with pytest.raises(api.StreamCut, match="APIConnectionError"):
+            for line in client.result_lines(batch["id"]):
+                got.append(json.loads(line)["custom_id"])
+        assert got == ["r-0", "r-1"]
+
+
 def test_the_context_api_env_comes_before_the_environment(emu, tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wrong")
