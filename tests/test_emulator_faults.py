@@ -90,6 +90,23 @@ def test_error_and_expire_rates_are_seeded_per_batch_and_custom_id():
             assert counts.expired == tally["expired"] and counts.succeeded == tally["succeeded"]
 
 
+def test_a_tag_common_to_a_batch_does_not_change_its_seeded_outcomes():
+    """tegbatchd sends "<id>-<tag>" with a fresh tag per send: a seeded run must turn out the same whatever
+    tags were drawn, while other batches (other ids) and other readable ids still get their own chances."""
+    opts = Options(error_rate=0.4, expire_rate=0.1, max_tokens_rate=0.1, seed=3)
+    sent = requests(200)
+    def outcomes(tag: str | None, batch_id: str = "msgbatch_a") -> str:
+        ids = [r["custom_id"] + (f"-{tag}" if tag else "") for r in sent]
+        records = [summarize_request(cid, r["params"], None) for cid, r in zip(ids, sent, strict=True)]
+        return decide_outcomes(batch_id, records, NORMAL, opts)
+
+    plain = outcomes(None)
+    assert outcomes("0a1b2c3d") == outcomes("ffee0011") == plain
+    assert len(set(plain)) >= 3 and outcomes("0a1b2c3d", "msgbatch_b") != plain
+    one = [summarize_request(f"req-7-{tag}", sent[0]["params"], None) for tag in ("0a1b2c3d", "ffee0011")]
+    assert len({decide_outcomes(f"msgbatch_{n}", [one[n % 2]], NORMAL, opts) for n in range(40)}) > 1
+
+
 def test_error_type_option_names_the_injected_error():
     with running_emulator("--process-seconds", "0", "--error-rate", "1", "--error-type", "billing_error") as emu:
         client = sdk_client(emu.url, max_retries=0, _strict_response_validation=True)

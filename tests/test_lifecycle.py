@@ -108,7 +108,7 @@ def test_partial_failure_is_resubmitted_by_poll_then_retry_completes_without_res
     assert job["state"] == "active" and len(job["batches"]) == 2
     assert sum(job["batches"][1]["counts"].values()) == failed
     rounds = 0
-    while len(outputs(data_root)) < 60 and rounds < 6:  # later attempts may fail again, deterministically
+    while len(outputs(data_root)) < 60 and rounds < 6:  # later attempts may fail again (fixed by the seed)
         cli("poll", "--once", check=True)
         job = cli("list", "--json", check=True).json()["jobs"][0]
         if job["state"] in ("partial", "failed"):
