@@ -256,12 +256,11 @@ class FakeStore:
 
 
 class Ctx:
-    def __init__(self, store):
-        import tempfile
+    def __init__(self, store, lock_dir: Path):
         from types import SimpleNamespace
 
         self.store = store
-        self.paths = SimpleNamespace(lock_dir=Path(tempfile.mkdtemp(prefix="tb-notices-")))  # notices.lock
+        self.paths = SimpleNamespace(lock_dir=lock_dir)  # notices.lock
 
 
 class ScriptedNotifier:
@@ -279,34 +278,34 @@ class ScriptedNotifier:
         return answer
 
 
-def test_deliver_marks_only_confirmed_notices():
+def test_deliver_marks_only_confirmed_notices(tmp_path):
     store = FakeStore(["a", "b", "c"])
     notifier = ScriptedNotifier([True, False, True])
-    assert asyncio.run(deliver_pending(Ctx(store), notifier)) == 2
+    assert asyncio.run(deliver_pending(Ctx(store, tmp_path), notifier)) == 2
     assert store.delivered == ["a", "c"]
     assert notifier.sent[0] == Notice("a", "title a", "body a", None, "normal")
-    assert asyncio.run(deliver_pending(Ctx(store), ScriptedNotifier([True]))) == 1
+    assert asyncio.run(deliver_pending(Ctx(store, tmp_path), ScriptedNotifier([True]))) == 1
     assert store.delivered == ["a", "c", "b"]
 
 
-def test_deliver_stops_when_the_service_looks_down(caplog):
+def test_deliver_stops_when_the_service_looks_down(caplog, tmp_path):
     store = FakeStore(["a", "b", "c", "d"])
     notifier = ScriptedNotifier([False, RuntimeError("boom"), True, True])
-    assert asyncio.run(deliver_pending(Ctx(store), notifier)) == 0
+    assert asyncio.run(deliver_pending(Ctx(store, tmp_path), notifier)) == 0
     assert [n.key for n in notifier.sent] == ["a", "b"]
     assert store.delivered == []
     assert any("notifier raised RuntimeError: boom" in r.getMessage() for r in caplog.records)
 
 
-def test_deliver_through_the_fake_server(session_bus, reports):  # noqa: F811
+def test_deliver_through_the_fake_server(session_bus, reports, tmp_path):  # noqa: F811
     store = FakeStore(["job-1:done"])
     store.rows["job-1:done"].update(open_path=str(reports), urgency="critical")
 
     async def scenario():
         notifier = make_notifier(config(), timeout=FAST)
-        assert await deliver_pending(Ctx(store), notifier) == 0  # no server yet: stays pending
+        assert await deliver_pending(Ctx(store, tmp_path), notifier) == 0  # no server yet: stays pending
         async with fake_notification_server(session_bus.address) as server:
-            assert await deliver_pending(Ctx(store), notifier) == 1
+            assert await deliver_pending(Ctx(store, tmp_path), notifier) == 1
             return server.calls
 
     calls = asyncio.run(scenario())
