@@ -151,9 +151,9 @@ class AtomicWriter:
 
     @staticmethod
     def sync() -> None:
-        from tegbatchd.writer import Writer
+        from tegbatchd.writer import sync_everything
 
-        Writer.sync()
+        sync_everything()
 
 
 def remove_stale_temps(folders: Iterable[str | Path]) -> int:

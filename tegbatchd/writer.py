@@ -14,6 +14,7 @@ the new text) is the person's: the new text goes beside it as NAME.new.SUFFIX.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -192,6 +193,7 @@ class Writer:
         self._unsynced: list[Future] = []  # chunks queued since the last put_sync
         self._pool: ThreadPoolExecutor | None = None
         self._syncer: ThreadPoolExecutor | None = None
+        self._devices: dict[int, int] = {}  # st_dev -> a folder descriptor on that filesystem (for syncfs)
         if background:  # (imported here: only retrieval writes in the background)
             from concurrent.futures import ThreadPoolExecutor
 
@@ -243,6 +245,7 @@ class Writer:
             except BaseException:
                 os.close(fd)
                 raise
+            self._note_device(fd)
             self._fds[""] = fd
         return fd
 
@@ -284,8 +287,16 @@ class Writer:
             self._fds = {"": root} if root is not None else {}
         if existed and self.sweep:
             sweep_folder(fd)
+        self._note_device(fd)
         self._fds[key] = fd
         return fd
+
+    def _note_device(self, fd: int) -> None:
+        """Keep one descriptor per filesystem written to, so that sync() flushes those alone."""
+        if SYNC_WAITS:
+            dev = os.fstat(fd).st_dev
+            if dev not in self._devices:
+                self._devices[dev] = os.dup(fd)
 
     # --- writing ----------------------------------------------------------------------------------
     def write(self, path: str | Path, data: str | bytes | Iterable[bytes]) -> Written:
@@ -453,12 +464,21 @@ class Writer:
             os.close(fd)
         self._retired = []
 
-    @staticmethod
-    def sync() -> None:
-        """Flush what was written to disk, once for a whole group (before the group is recorded); where
-        sync() does not wait (not Linux) each file was already fsynced as it was written."""
-        if SYNC_WAITS:
+    def sync(self) -> None:
+        """Flush what was written to disk, once for a whole group (before the group is recorded): on Linux
+        syncfs() of each filesystem this writer wrote to (other filesystems' dirty pages are not its
+        business), else sync(); where sync() does not wait (not Linux) each file was already fsynced."""
+        if not SYNC_WAITS:
+            return
+        devices = list(self._devices.values())
+        syncfs = _syncfs()
+        if syncfs is None or not devices:
             os.sync()
+            return
+        for fd in devices:
+            if syncfs(fd) != 0:
+                err = ctypes_errno()
+                raise OSError(err, f"syncfs: {os.strerror(err)}")
 
     def close(self) -> None:
         if self._pool is not None and self._syncer is not None:
@@ -467,15 +487,40 @@ class Writer:
             self._syncer.shutdown()
             self._pool = self._syncer = None
         self.done()
-        for fd in self._fds.values():
+        for fd in (*self._fds.values(), *self._devices.values()):
             os.close(fd)
-        self._fds = {}
+        self._fds, self._devices = {}, {}
 
     def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs(2) (Linux), or None where it cannot be had (then sync() is used)."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+def ctypes_errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno() or errno.EIO
+
+
+def sync_everything() -> None:
+    """Flush every filesystem (for callers whose writers are already closed); see Writer.sync."""
+    if SYNC_WAITS:
+        os.sync()
 
 
 def write_file(path: str | Path, data: str | bytes | Iterable[bytes], *, root: str | Path | None = None,

@@ -138,7 +138,34 @@ def test_where_sync_does_not_wait_every_file_and_its_folder_are_fsynced(tmp_path
     assert (tmp_path / "a" / "two.md").read_text() == "two"
     monkeypatch.setattr(writer, "SYNC_WAITS", True)
     synced.clear()
+    flushed: list[int] = []
+    monkeypatch.setattr(writer, "_syncfs", lambda: lambda fd: flushed.append(os.fstat(fd).st_dev) or 0)
     with writer.Writer(tmp_path) as w:
         w.write(str(tmp_path / "a" / "three.md"), "three")
         w.sync()
-    assert synced == [] and whole == [1]  # Linux: one sync() for the group
+    # Linux: one syncfs() of the filesystem written to for the group, no fsync per file, no global sync()
+    assert synced == [] and whole == [] and flushed == [os.stat(tmp_path).st_dev]
+
+
+def test_a_group_sync_flushes_each_filesystem_written_to_once_and_reports_a_failure(tmp_path, monkeypatch):
+    import tempfile
+
+    from tegbatchd import writer
+
+    if not writer.SYNC_WAITS:
+        pytest.skip("syncfs is Linux's")  # the fsync path above covers the others
+    assert writer._syncfs() is not None  # glibc has it on every Linux this runs on
+    flushed: list[int] = []
+    real = writer._syncfs()
+    monkeypatch.setattr(writer, "_syncfs", lambda: lambda fd: flushed.append(os.fstat(fd).st_dev) or real(fd))
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other, writer.Writer(None) as w:
+        for i in range(3):
+            w.write(str(tmp_path / f"d{i}" / "x.md"), "x")
+            w.write(os.path.join(other, f"d{i}", "y.md"), "y")
+        w.sync()
+        devices = sorted({os.stat(tmp_path).st_dev, os.stat(other).st_dev})
+        assert sorted(flushed) == devices and len(devices) == 2
+    monkeypatch.setattr(writer, "_syncfs", lambda: lambda fd: -1)
+    with writer.Writer(tmp_path) as w, pytest.raises(OSError, match="syncfs"):
+        w.write(str(tmp_path / "z.md"), "z")
+        w.sync()
