@@ -7,7 +7,6 @@ results through the SDK's streaming response line by line (its default decoder i
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import os
 import re
@@ -15,7 +14,6 @@ import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -207,6 +205,8 @@ def endpoint_problem(url: str) -> str | None:
         return "cannot be parsed (give scheme://host[:port][/path])"
     if port == 0:
         return "has port 0"
+    import ipaddress  # (imported where used: most commands never check an endpoint)
+
     if parts.fragment or url.endswith("#"):
         return "has a #fragment"
     if parts.netloc.rsplit("@", 1)[-1].startswith("["):
@@ -275,6 +275,8 @@ def server_date(value: str | None) -> datetime | None:
     """An HTTP `Date` header as an aware datetime (None when absent or unreadable)."""
     if not value:
         return None
+    from email.utils import parsedate_to_datetime  # (imported where used: `list` reads no header)
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

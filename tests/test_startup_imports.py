@@ -39,3 +39,11 @@ def test_the_command_table_matches_what_the_modules_register():
         importlib.import_module(name).register(sub)
         registered.update(dict.fromkeys(sub.choices, name))
     assert registered == COMMANDS
+
+
+def test_list_reads_the_store_without_the_api_layer():
+    """`list` only reads what is recorded: the API boundary (and the mail-date parser it uses for the
+    server's clock) is loaded by the commands that talk to the API, `list --refresh` among them."""
+    modules = imported_modules("list")
+    assert "tegbatchd.store" in modules
+    assert {"tegbatchd.api", "tegbatchd.polling", "email.utils"} & modules == set()

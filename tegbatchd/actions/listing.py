@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from tegbatchd import api as api_mod
 from tegbatchd.costs import Usage, recorded_cost
 from tegbatchd.engine.outcome import job_folder, summarize
 from tegbatchd.locks import is_locked
@@ -92,6 +91,7 @@ def list_jobs(ctx, *, include_all: bool = False, refresh: bool = False) -> Views
     """Every job (unfinished ones and those finished this week, or all) with its batches, newest first."""
     views = Views()
     if refresh:
+        from tegbatchd import api as api_mod
         from tegbatchd.polling import make_client, refresh_pending
 
         pending = ctx.store.pending_batches()
@@ -109,6 +109,7 @@ def list_jobs(ctx, *, include_all: bool = False, refresh: bool = False) -> Views
 def status(ctx, ident: str) -> Views:
     """A batch, or every batch of a job, in detail (a job id, a batch id or a unique prefix), refreshed
     from the API when it answers. Views.items: one batch view, or a job view whose batches are detailed."""
+    from tegbatchd import api as api_mod
     from tegbatchd.actions.targets import find_target
     from tegbatchd.polling import make_client
 
