@@ -198,6 +198,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             batch_id TEXT NOT NULL, intent_id INTEGER NOT NULL REFERENCES intents(id) ON DELETE CASCADE,
             created_at TEXT, found_at TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY(batch_id, intent_id))""",
     ]),
+    ("a blocked job's command to go on; each job's estimate at submit (what running jobs may still cost)", [
+        "ALTER TABLE jobs ADD COLUMN blocked_next TEXT",   # e.g. tegbatchd resume JOB --max-cost 1.20
+        "ALTER TABLE jobs ADD COLUMN estimate_usd REAL",   # the whole job's upper bound, at the price it pays
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -386,14 +390,18 @@ class Store:
 
     # --- jobs and stages -------------------------------------------------------------------------
     def create_job(self, job_id: str, kind: str, title: str, spec: dict, data_root: str,
-                   stage_names: list[str], mode: str = "batch", *, max_cost_usd: float | None = None) -> str:
-        """Record a job and its stages (all 'waiting'), with its own spending limit if it has one."""
+                   stage_names: list[str], mode: str = "batch", *, max_cost_usd: float | None = None,
+                   estimate_usd: float | None = None) -> str:
+        """Record a job and its stages (all 'waiting'), with its own spending limit and its estimate if it
+        has them."""
         with self.tx() as c:
             c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
                       "VALUES(?,?,?,?,?,?,?,?)",
                       (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso()))
             if max_cost_usd is not None:
                 c.execute("UPDATE jobs SET max_cost_usd=? WHERE id=?", (max_cost_usd, job_id))
+            if estimate_usd is not None:
+                c.execute("UPDATE jobs SET estimate_usd=? WHERE id=?", (estimate_usd, job_id))
             for seq, name in enumerate(stage_names):
                 c.execute("INSERT INTO stages(job_id, seq, name, state) VALUES(?,?,?,?)",
                           (job_id, seq, name, StageState.WAITING))
@@ -452,13 +460,21 @@ class Store:
                         (str(to), *args, row_id, *allowed))
         return cur.rowcount == 1
 
-    def move_job(self, job_id: str, to: JobState, *, reason: str | None = None, kind: str | None = None) -> bool:
-        """Move a job to `to` (finished_at set for a final state; a blocked job keeps its reason)."""
+    def move_job(self, job_id: str, to: JobState, *, reason: str | None = None, kind: str | None = None,
+                 next_step: str | None = None) -> bool:
+        """Move a job to `to` (finished_at set for a final state; a blocked job keeps its reason, its kind
+        and the command that moves it on)."""
         finished = now_iso() if str(to) in TERMINAL_JOB_STATES else None
         with self.tx() as c:
             return self._move(c, "jobs", JOB_MOVES, job_id, to,
-                              ", finished_at=?, blocked_reason=?, blocked_kind=?, outcomes=outcomes+?",
-                              (finished, reason, kind, 1 if finished else 0))
+                              ", finished_at=?, blocked_reason=?, blocked_kind=?, blocked_next=?, outcomes=outcomes+?",
+                              (finished, reason, kind, next_step, 1 if finished else 0))
+
+    def running_estimates(self) -> list[dict]:
+        """Unfinished jobs (active or blocked) with the estimate recorded at their submit: id, mode,
+        estimate_usd (what they may still cost is that less what they have cost so far)."""
+        return self._all("SELECT id, mode, estimate_usd FROM jobs WHERE state IN (?,?) AND estimate_usd IS NOT NULL",
+                         (JobState.ACTIVE, JobState.BLOCKED))
 
     def request_cancel(self, job_id: str) -> None:
         with self.tx() as c:
@@ -547,7 +563,7 @@ class Store:
                 elif seq > first:
                     self._move(c, "stages", STAGE_MOVES, stage_id, StageState.WAITING)
             self._move(c, "jobs", JOB_MOVES, job_id, JobState.ACTIVE,
-                       ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")
+                       ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL, blocked_next=NULL")
             return ids
 
     def adopt_batch(self, job_id: str, kind: str, title: str, spec: dict, data_root: str, stage_name: str,
@@ -600,13 +616,13 @@ class Store:
         """A blocked (or finished) job goes on: active again, its reason cleared."""
         with self.tx() as c:
             return self._move(c, "jobs", JOB_MOVES, job_id, JobState.ACTIVE,
-                              ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL")
+                              ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL, blocked_next=NULL")
 
     def resume_job(self, job_id: str, max_cost_usd: float | None) -> bool:
         """A blocked job goes on, with a new limit of its own if given (which also lets it past the monthly
         budget, up to that figure): one transaction."""
         with self.tx() as c:
-            extra = ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL"
+            extra = ", finished_at=NULL, blocked_reason=NULL, blocked_kind=NULL, blocked_next=NULL"
             args: tuple[Any, ...] = ()
             if max_cost_usd is not None:
                 extra, args = extra + ", max_cost_usd=?, past_monthly=1", (max_cost_usd,)
@@ -1097,7 +1113,8 @@ class Store:
     def pending_overview(self) -> dict[str, Any]:
         """What waits: active and blocked jobs (id, title, state, reason), open intents, unretrieved batches
         and the earliest next poll among those still running on the API."""
-        jobs = self._all("SELECT id, title, state, blocked_reason FROM jobs WHERE state IN (?,?) ORDER BY created_at",
+        jobs = self._all("SELECT id, title, state, blocked_reason, blocked_kind, blocked_next FROM jobs "
+                         "WHERE state IN (?,?) ORDER BY created_at",
                          (JobState.ACTIVE, JobState.BLOCKED))
         row = self.conn.execute(
             "SELECT (SELECT count(*) FROM intents WHERE state=?),"

@@ -84,11 +84,17 @@ def test_a_chained_stage_that_would_pass_the_budget_waits_and_resume_releases_it
     assert f"tegbatchd resume {sub['job_id']} --max-cost " in notice["body"]
     listed = cli("list", check=True).out
     assert "blocked: stage narrative" in listed
+    go_on = notice["body"].rsplit("--max-cost ", 1)[1].split()[0]
+    command = f"tegbatchd resume {sub['job_id']} --max-cost {go_on}"
+    assert job["next"] == command and cli("list", "--json", check=True).json()["jobs"][0]["next"] == command
+    retried = cli("retry", sub["job_id"])   # retry would send past the budget: refused, pointing at resume
+    assert retried.code == 2 and retried.out == "" and "is held by the budget" in retried.err
+    assert command in retried.err and "nothing was sent" in retried.err
+    assert emu.stats()["calls"]["create"] == 1 and len(_store().notices()) == 1
 
     wrong = cli("resume", sub["job_id"], "--max-cost", "0.03")   # still not enough: held again, said so
     assert wrong.code == 1 and "held by" not in wrong.out and "cannot go on" in wrong.out
     assert emu.stats()["calls"]["create"] == 1
-    go_on = notice["body"].rsplit("--max-cost ", 1)[1].split()[0]
     released = cli("resume", sub["job_id"], "--max-cost", "1.00", check=True).out
     assert "going on (limit $1.00)" in released and float(go_on) < 1.0
     assert emu.stats()["calls"]["create"] == 2
@@ -110,3 +116,27 @@ def test_an_automatic_retry_that_would_pass_the_budget_waits(api_cli, tmp_path):
     assert job["state"] == "blocked" and "resending 3 failed request(s) of stage requests" in job["blocked_reason"]
     assert "over budget.monthly_usd $0.0001" in job["blocked_reason"]
     assert emu.stats()["calls"]["create"] == 1
+    assert job["next"].startswith(f"tegbatchd resume {sub['job_id']} --max-cost ")
+    released = cli("resume", sub["job_id"], "--max-cost", "1.00", check=True).out
+    assert "going on (limit $1.00)" in released
+    assert emu.stats()["calls"]["create"] == 2 and len(emu.received()) == 6   # 3 sent, then the 3 held ones
+    assert set(emu.received().values()) == {1}
+    job = cli("status", sub["job_id"], "--json", check=True).json()
+    assert job["state"] == "active" and len(job["batches"]) == 2   # the held retry went out, once
+
+
+def test_the_monthly_budget_counts_what_running_jobs_may_still_cost(api_cli, tmp_path):
+    """Two submits back to back, each under the monthly budget alone: the second is refused, since the first
+    (sent, not yet ended) may still cost its estimate."""
+    _config("")
+    cli, emu = api_cli("--process-seconds", "3600")
+    first = write_requests(tmp_path / "a.jsonl", 3)
+    estimate = cli("submit", "requests", str(first), "--output", "misc/{custom_id}.md", "--dry-run", "--json",
+                   check=True).json()["estimated_cost_usd"]
+    _config(f"budget:\n  monthly_usd: {estimate * 1.5:.6f}\n")
+    cli("submit", "requests", str(first), "--output", "misc/{custom_id}.md", check=True)
+    second = cli("submit", "requests", str(write_requests(tmp_path / "b.jsonl", 3, prefix="b")), "--output",
+                 "other/{custom_id}.md")
+    assert second.code == 2 and f"jobs still running at most ${estimate:.4f} more" in second.err
+    assert "over budget.monthly_usd" in second.err and emu.stats()["calls"]["create"] == 1
+    assert len(cli("list", "--json", check=True).json()["jobs"]) == 1

@@ -8,7 +8,8 @@ from tegbatchd.actions.targets import find_target
 from tegbatchd.engine import retry as retry_mod
 from tegbatchd.engine.events import Event
 from tegbatchd.engine.loop import BatchSender, advance
-from tegbatchd.engine.states import JobState
+from tegbatchd.engine.outcome import go_on_command
+from tegbatchd.engine.states import BUDGET, JobState
 from tegbatchd.errors import InputError
 from tegbatchd.locks import file_lock
 from tegbatchd.polling import PollReport, make_client, poll_once
@@ -102,6 +103,10 @@ def retry(ctx, ident: str, *, all_errors: bool = False, truncated: bool = False)
     if job["mode"] == "now":
         raise InputError(f"{job['id']} ran with --now", next_step="run the same --now command again: what was "
                                                                    "written is kept, the rest is sent")
+    if job["state"] == JobState.BLOCKED and job.get("blocked_kind") == BUDGET:
+        raise InputError(f"{job['id']} is held by the budget: {job['blocked_reason']}",
+                         next_step=f"{go_on_command(job)} (or raise the budget in the config, then resume); "
+                                   "nothing was sent")
     store = ctx.store
     client = make_client(ctx)
     result = RetryResult(job["id"], job["title"])

@@ -212,7 +212,7 @@ def check_pending(ctx) -> Check:
     if blocked:
         job = blocked[0]
         return Check("pending", WARN, f"{detail}; {len(blocked)} blocked: {job['id']} ({job['title']}): "
-                     f"{job['blocked_reason']}", f"fix it, then tegbatchd retry {job['id']}")
+                     f"{job['blocked_reason']}", _go_on(job))
     if view["ended_unretrieved"] and not is_locked(ctx.paths.state_dir / "daemon.lock"):
         return Check("pending", WARN, f"{detail}; {view['ended_unretrieved']} ended and waiting, no daemon running",
                      "tegbatchd poll --once (or tegbatchd service install)")
@@ -305,3 +305,10 @@ def run(ctx, *, now: datetime | None = None) -> DoctorReport:
 
 def _raise(exc: Exception):
     raise exc
+
+
+def _go_on(job: dict) -> str:
+    from tegbatchd.engine.outcome import go_on_command
+
+    command = go_on_command(job)
+    return command if "resume" in command else f"fix it, then {command}"

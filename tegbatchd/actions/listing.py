@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd.costs import Usage, recorded_cost
-from tegbatchd.engine.outcome import job_folder, summarize
+from tegbatchd.engine.outcome import go_on_command, job_folder, summarize
 from tegbatchd.locks import is_locked
 
 ARCHIVE_AFTER = timedelta(days=29)
@@ -22,7 +22,7 @@ def _next_command(job: dict, batch: dict) -> str | None:
 
 def _job_next(job: dict, summary) -> str | None:
     if job["state"] == "blocked":
-        return f"tegbatchd retry {job['id']}"
+        return go_on_command(job)
     if job["state"] in ("partial", "failed", "done"):
         return summary.retry_hint()
     return None

@@ -101,10 +101,24 @@ def _refuse_over_budget(ctx, estimate: JobEstimate, max_cost: float | None) -> N
                                    "stage); nothing was sent")
     if limits["monthly_usd"] is not None:
         spent = recorded_cost(ctx.config, ctx.store.usage_receipts(since=month_start())).batch
-        if spent + figure > limits["monthly_usd"]:
-            raise InputError(f"{what} would bring this month to {money(spent + figure)} (spent {money(spent)}), "
-                             f"over budget.monthly_usd {money(limits['monthly_usd'])}",
+        running = still_to_spend(ctx)
+        if spent + running + figure > limits["monthly_usd"]:
+            also = f", jobs still running at most {money(running)} more" if running else ""
+            raise InputError(f"{what} would bring this month to {money(spent + running + figure)} (spent "
+                             f"{money(spent)}{also}), over budget.monthly_usd {money(limits['monthly_usd'])}",
                              next_step="raise budget.monthly_usd in the config, or send less; nothing was sent")
+
+
+def still_to_spend(ctx) -> float:
+    """What the unfinished jobs may still cost (USD): each one's estimate at submit less its receipts so far
+    (never below 0), so two submits back to back cannot both pass the monthly budget."""
+    from tegbatchd.costs import recorded_cost
+
+    total = 0.0
+    for job in ctx.store.running_estimates():
+        spent = recorded_cost(ctx.config, ctx.store.usage_receipts(job_id=job["id"]))
+        total += max(0.0, job["estimate_usd"] - (spent.standard if job["mode"] == "now" else spent.batch))
+    return total
 
 
 def _budget_note(ctx, estimate: JobEstimate, max_cost: float | None) -> list[str]:
@@ -179,7 +193,7 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     store = ctx.store
     _refuse_conflicts(ctx, [str(i.output) for i in items], again)
     job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec),
-                              max_cost_usd=max_cost)
+                              max_cost_usd=max_cost, estimate_usd=estimate.total.cost.batch)
     stage = store.stages(job_id)[0]
     ids, _ = priming.record_stage(ctx, job_id, stage, items, [], intent_state=IntentState.OPEN, prime=True)
     del items  # archived: let them go before the create bodies are built (20,000 x 8 KB = 160 MB)
@@ -234,7 +248,8 @@ def submit_teg(ctx, kind: str, args) -> SubmitReport | DryRunReport | int:
         return run_job_now(ctx, kind, spec, title, stages)
     client = make_client(ctx)
     store = ctx.store
-    job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages, max_cost_usd=max_cost)
+    job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages, max_cost_usd=max_cost,
+                              estimate_usd=estimate.total.cost.batch)
     try:
         done = advance(ctx, job_id, BatchSender(lambda: client), wait=30)
     except api_mod.AuthRejected:

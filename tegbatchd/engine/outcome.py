@@ -142,11 +142,19 @@ def finish(ctx, job: dict, state: JobState) -> str:
     return title
 
 
+def go_on_command(job: dict) -> str:
+    """The command that moves a blocked job on: `resume JOB --max-cost X` for one held by the budget (as its
+    notice said), else `retry JOB` (after the person fixed what blocked it)."""
+    if job.get("blocked_kind") == BUDGET and job.get("blocked_next"):
+        return str(job["blocked_next"])
+    return f"tegbatchd retry {job['id']}"
+
+
 def block(ctx, job: dict, reason: str, *, kind: str, next_step: str) -> None:
     """Stop moving a job until the person acts: the reason recorded, one notice naming the job and the
     next step. The job's batches are still polled and retrieved meanwhile."""
     store = ctx.store
-    if not store.move_job(job["id"], JobState.BLOCKED, reason=reason, kind=kind):
+    if not store.move_job(job["id"], JobState.BLOCKED, reason=reason, kind=kind, next_step=next_step):
         return
     store.add_event("job_blocked", f"{reason} — {next_step}", job_id=job["id"])
     if ctx.config["notifications"]["enabled"]:
