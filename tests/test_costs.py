@@ -106,6 +106,50 @@ def test_own_price_wins_over_the_shipped_tables(api_cli, tmp_path):
     assert cli("costs", "--json", check=True).json()["total"]["standard_cost_usd"] == pytest.approx(by_hand, abs=1e-4)
 
 
+def test_thinking_tokens_are_shown_as_part_of_the_output_and_priced_once(api_cli, tmp_path):
+    """Extended thinking is billed as output: the receipt counts its tokens apart (so the person sees where
+    the output went) without pricing them twice."""
+    cli, _ = api_cli("--process-seconds", "0")
+    reqs = write_requests(tmp_path / "t.jsonl", 3, max_tokens=3000,
+                          extra={"thinking": {"type": "adaptive"}})
+    sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()
+    cli("poll", "--once", check=True)
+    rows = _store().conn.execute("SELECT input_tokens, output_tokens, thinking_tokens FROM requests").fetchall()
+    assert len(rows) == 3 and all(0 < think < out for _, out, think in rows)
+    by_hand = sum(i * 2.0 + out * 10.0 for i, out, _ in rows) / 1e6
+    costs = cli("costs", "--json", check=True).json()
+    assert costs["total"]["thinking_tokens"] == sum(r[2] for r in rows)
+    assert costs["total"]["output_tokens"] == sum(r[1] for r in rows)
+    assert costs["total"]["standard_cost_usd"] == pytest.approx(by_hand, abs=1e-4)
+    assert f"(output includes {sum(r[2] for r in rows):,} thinking tokens)" in cli("costs", check=True).out
+    assert cli("status", sub["job_id"], "--json", check=True).json()["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4)
+
+
+def test_each_day_is_priced_with_the_table_that_held_it(monkeypatch):
+    """A price change mid-month: usage of the days before it keeps the old price, after it the new one; a
+    model the newer table leaves out keeps its last price; a day before every table takes the earliest."""
+    from tegbatchd import costs
+
+    tables = [("2026-09-01", {"claude-sonnet-5": (2.0, 10.0), "claude-haiku-4-5": (1.0, 5.0)}),
+              ("2027-01-15", {"claude-sonnet-5": (1.5, 7.5)})]
+    monkeypatch.setattr(costs, "PRICE_TABLES", tables)
+    config = {"prices": {}, "batch_discount": 0.5}
+    assert costs.price_for(config, "claude-sonnet-5-5", "2027-01-14").input == 2.0   # the family's price
+    assert costs.price_for(config, "claude-sonnet-5-5", "2027-01-15").input == 1.5
+    assert costs.price_for(config, "claude-haiku-4-5", "2027-02-01").output == 5.0    # left out later: kept
+    assert costs.price_for(config, "claude-sonnet-5", "2026-01-01").input == 2.0      # before every table
+    assert costs.price_for(config, "gpt-4", "2027-02-01") is None
+
+    def row(day: str) -> dict:
+        return {"model": "claude-sonnet-5-5", "day": day, "mode": "batch", "requests": 1, "input": 1_000_000,
+                "output": 100_000, "cache_write": 0, "cache_write_1h": 0, "cache_read": 0, "thinking": 0}
+
+    before, after = costs.recorded_cost(config, [row("2027-01-10")]), costs.recorded_cost(config, [row("2027-01-20")])
+    assert before.standard == pytest.approx(2.0 + 1.0) and after.standard == pytest.approx(1.5 + 0.75)
+    both = costs.recorded_cost(config, [row("2027-01-10"), row("2027-01-20")])
+    assert both.batch == pytest.approx((3.0 + 2.25) / 2) and both.saved == pytest.approx((3.0 + 2.25) / 2)
+
+
 def _priming_off() -> None:
     config = Path(os.environ["TEGBATCHD_HOME"]) / "config" / "config.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
