@@ -1092,6 +1092,27 @@ class Store:
             f"WHERE {' AND '.join(clauses)} GROUP BY s.job_id, s.seq, c.model, {day} ORDER BY {day}, s.job_id, s.seq",
             args)
 
+    def request_receipts(self, job_id: str, since: str | None = None) -> Iterator[dict]:
+        """Each request attempt of a job that reported usage, in the shape of usage_receipts rows (one
+        request each, with its custom_id and attempt), in the order sent: a job's receipt per request."""
+        day = "substr(coalesce(b.created_at, i.created_at), 1, 10)"
+        sql = (f"SELECT s.job_id, j.title, j.mode, s.name AS stage, s.seq, r.model, {day} AS day, r.custom_id, "
+               "r.attempt, 1 AS requests, coalesce(r.input_tokens, 0) AS input, coalesce(r.output_tokens, 0) AS output, "
+               "coalesce(r.cache_write_tokens, 0) AS cache_write, coalesce(r.cache_write_1h_tokens, 0) AS "
+               "cache_write_1h, coalesce(r.cache_read_tokens, 0) AS cache_read, coalesce(r.thinking_tokens, 0) AS "
+               "thinking FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id "
+               "JOIN jobs j ON j.id=s.job_id LEFT JOIN batches b ON b.intent_id=i.id WHERE s.job_id=? AND "
+               "(coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) + coalesce(r.cache_write_tokens, 0) "
+               "+ coalesce(r.cache_read_tokens, 0)) > 0")
+        args: list[Any] = [job_id]
+        if since is not None:
+            sql += f" AND {day} >= ?"
+            args.append(since)
+        cur = self.conn.execute(sql + " ORDER BY r.id", args)
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row, strict=True))
+
     def batch_outcome_counts(self, batch_id: str) -> dict[str, int]:
         """outcome (or 'pending') → requests of a batch, and 'written' (from intent_counts)."""
         row = self.conn.execute(

@@ -125,6 +125,34 @@ def test_thinking_tokens_are_shown_as_part_of_the_output_and_priced_once(api_cli
     assert cli("status", sub["job_id"], "--json", check=True).json()["cost_usd"] == pytest.approx(by_hand / 2, abs=1e-4)
 
 
+def test_a_jobs_receipt_per_request_sums_to_the_job(api_cli, tmp_path):
+    """`costs --job JOB --by request`: each attempt that reported usage, on its own line (a resent one says
+    which attempt), summing to the job's figure; other jobs are left out."""
+    cli, _ = api_cli("--process-seconds", "0", "--error-rate", "0.4", "--seed", "2")
+    sub = cli("submit", "requests", str(write_requests(tmp_path / "a.jsonl", 8)), "--output", TEMPLATE, "--json",
+              check=True).json()
+    cli("submit", "requests", str(write_requests(tmp_path / "b.jsonl", 2, prefix="other")), "--output",
+        "other/{custom_id}.md", check=True)
+    for _ in range(3):
+        cli("poll", "--once", check=True)
+    job = cli("status", sub["job_id"], "--json", check=True).json()
+    report = cli("costs", "--job", sub["job_id"][:-1], "--by", "request", "--json", check=True).json()
+    labels = [row["label"] for row in report["rows"]]
+    answered = sorted({f"req-{i:05d}" for i in range(8)} - set(job["failed"]))
+    assert sorted(label.split(" ")[0] for label in labels) == answered and len(answered) >= 4
+    assert any(label.endswith("(attempt 2)") for label in labels)   # the seed fails some first attempts
+    assert all(row["requests"] == 1 and row["cost_usd"] > 0 for row in report["rows"])
+    assert sum(row["cost_usd"] for row in report["rows"]) == pytest.approx(job["cost_usd"], abs=1e-3)
+    assert report["total"]["cost_usd"] == pytest.approx(job["cost_usd"], abs=1e-4)
+    by_job = cli("costs", "--json", check=True).json()["rows"]
+    assert len(by_job) == 2 and cli("costs", "--job", sub["job_id"], "--json", check=True).json()["rows"] == [
+        row for row in by_job if row["key"] == sub["job_id"]]
+    text = cli("costs", "--job", sub["job_id"], "--by", "request", check=True).out
+    assert all(label in text for label in labels) and "other-" not in text
+    bad = cli("costs", "--by", "request")
+    assert bad.code == 2 and "--by request needs --job JOB" in bad.err and len(bad.err.strip().splitlines()) == 1
+
+
 def test_each_day_is_priced_with_the_table_that_held_it(monkeypatch):
     """A price change mid-month: usage of the days before it keeps the old price, after it the new one; a
     model the newer table leaves out keeps its last price; a day before every table takes the earliest."""

@@ -1,4 +1,5 @@
-"""costs: receipts from recorded usage, by job, stage, model or month, with the cache hit rate per stage."""
+"""costs: receipts from recorded usage, by job, stage, model, month or (for one job) request, with the cache hit
+rate per stage."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from tegbatchd.costs import Cost, Usage, priced
 from tegbatchd.errors import InputError
 
-GROUPINGS = ("job", "stage", "model", "month")
+GROUPINGS = ("job", "stage", "model", "month", "request")
 
 
 @dataclass
@@ -63,19 +64,33 @@ def _key(row: dict, by: str) -> tuple[str, str]:
         return row["stage"], row["stage"]
     if by == "model":
         return row["model"] or "unknown", row["model"] or "unknown"
+    if by == "request":
+        again = f" (attempt {row['attempt']})" if (row["attempt"] or 1) > 1 else ""
+        return f"{row['stage']}/{row['custom_id']}/{row['attempt']}", f"{row['custom_id']}{again}"
     return row["day"][:7], row["day"][:7]
 
 
-def receipts(ctx, *, since: str | None = None, by: str = "job", job_id: str | None = None) -> CostReport:
-    """What the recorded work cost, grouped `by` job | stage | model | month, each part priced with the
-    table that held on the day its batch ran (batch discount applied; `--now` work at the standard price)."""
+def receipts(ctx, *, since: str | None = None, by: str = "job", job: str | None = None) -> CostReport:
+    """What the recorded work cost, grouped `by` job | stage | model | month | request (each attempt; one job
+    only), each part priced with the table that held on the day its batch ran (batch discount applied; `--now`
+    work at the standard price). `job`: a job id, batch id or unique prefix to limit it to."""
     if by not in GROUPINGS:
         raise InputError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}", next_step="pick one of them")
     day = parse_day(since)
+    job_id = None
+    if job is not None:
+        from tegbatchd.actions.targets import find_target
+
+        job_id = find_target(ctx, job)[0]["id"]
+    if by == "request" and job_id is None:
+        raise InputError("--by request needs --job JOB (a job may hold 100,000 requests)",
+                         next_step="tegbatchd costs --job JOB --by request (`tegbatchd list` shows the job ids)")
     lines: dict[str, CostLine] = {}
     stages: dict[str, CostLine] = {}
     total = CostLine("total", "total")
-    for row in ctx.store.usage_receipts(since=day, job_id=job_id):
+    rows = (ctx.store.request_receipts(job_id, since=day) if by == "request" and job_id is not None
+            else ctx.store.usage_receipts(since=day, job_id=job_id))
+    for row in rows:
         usage = Usage.of_row(row)
         cost = priced(ctx.config, row["model"], usage, row["day"], batch=row["mode"] != "now")
         key, label = _key(row, by)

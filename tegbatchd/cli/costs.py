@@ -1,4 +1,4 @@
-"""`tegbatchd costs`: what the recorded work cost, by job, stage, model or month."""
+"""`tegbatchd costs`: what the recorded work cost, by job, stage, model, month or request."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ def register(sub) -> None:
     p = sub.add_parser("costs", help="what the work cost (receipts from recorded usage) and what batches saved")
     p.add_argument("--since", metavar="DATE", help="only batches run on or after DATE (YYYY-MM-DD or YYYY-MM)")
     p.add_argument("--by", choices=actions.GROUPINGS, default="job", help="one line per job (default), stage, "
-                   "model or month")
+                   "model, month, or request (each attempt; with --job)")
+    p.add_argument("--job", metavar="ID", help="only this job (a job id, any of its batch ids, or a unique prefix)")
     add_json(p)
     p.set_defaults(func=cmd_costs)
 
@@ -25,7 +26,7 @@ def _usd(value: float) -> str:
 
 
 def cmd_costs(args, ctx) -> int:
-    report = actions.receipts(ctx, since=args.since, by=args.by)
+    report = actions.receipts(ctx, since=args.since, by=args.by, job=args.job)
     if ctx.json_output:
         ctx.emit_json(report.as_dict())
         return 0
