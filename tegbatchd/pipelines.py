@@ -16,7 +16,7 @@ class Pipeline(Protocol):
     def title(self, spec: dict) -> str: ...
     def stages(self, spec: dict) -> list[str]: ...
     def build_stage(self, spec: dict, index: int, data_root: Path, config: Any, read: Any = None) -> Any: ...
-    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> list[Path]: ...
+    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any, write: Any = None) -> list[Any]: ...
     def planned_outputs(self, spec: dict) -> list[str] | None: ...
 
 
@@ -43,7 +43,7 @@ class RequestsFile:
                                                   str(Path(i.output).relative_to(data_root.resolve())))
                                    for i in items])
 
-    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> list[Path]:
+    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any, write: Any = None) -> list[Any]:
         return []
 
     def planned_outputs(self, spec: dict) -> list[str] | None:
@@ -67,7 +67,7 @@ class ImportedBatch:
 
         return StagePlan()  # never built: the batch exists already
 
-    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any) -> list[Path]:
+    def after_stage(self, spec: dict, index: int, data_root: Path, config: Any, write: Any = None) -> list[Any]:
         return []
 
     def planned_outputs(self, spec: dict) -> list[str] | None:

@@ -219,7 +219,10 @@ def _retrieved_line(result) -> str:
         return f"partly retrieved ({result.written} written); {result.message}"
     if result.state == "archived":
         return result.message
-    return f"retrieved {result.succeeded}/{result.total} successful, {result.written} file(s) written"
+    from tegbatchd.engine.events import kept_sentence
+
+    return (f"retrieved {result.succeeded}/{result.total} successful, {result.written} file(s) written"
+            + kept_sentence(result.kept_edits))
 
 
 def _anything_due(ctx, pending: list[dict], now: datetime) -> bool:

@@ -225,6 +225,7 @@ class _Group:
 
     def __init__(self, ctx, batch_id: str, writer: Writer, report: RetrieveReport, on_file):
         self.store, self.batch_id, self.writer, self.report, self.on_file = ctx.store, batch_id, writer, report, on_file
+        self.job_id = (self.store.get_batch(batch_id) or {}).get("job_id")
         self.records: dict[int, dict] = {}
         self.files = 0
         self.previous: tuple[dict[int, dict], int] | None = None
@@ -301,7 +302,7 @@ class _Group:
             self.report.kept_edits.append(result.path)
             note = f"{output}: the file was edited since it was written; kept, the new answer is in {result.path}"
             self.report.anomalies.append(note)
-            self.store.add_event("kept_edit", note, batch_id=self.batch_id)
+            self.store.add_event("kept_edit", note, job_id=self.job_id, batch_id=self.batch_id)
         if self.on_file:
             self.on_file(result.path)
 

@@ -198,9 +198,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             batch_id TEXT NOT NULL, intent_id INTEGER NOT NULL REFERENCES intents(id) ON DELETE CASCADE,
             created_at TEXT, found_at TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY(batch_id, intent_id))""",
     ]),
-    ("a blocked job's command to go on; each job's estimate at submit (what running jobs may still cost)", [
+    ("a blocked job's command to go on; each job's estimate at submit (what running jobs may still cost); "
+     "assembled files' sha256", [
         "ALTER TABLE jobs ADD COLUMN blocked_next TEXT",   # e.g. tegbatchd resume JOB --max-cost 1.20
         "ALTER TABLE jobs ADD COLUMN estimate_usd REAL",   # the whole job's upper bound, at the price it pays
+        "ALTER TABLE job_files ADD COLUMN sha256 TEXT",    # what an assembled file held (hand edits are kept)
+        "ALTER TABLE job_files ADD COLUMN output_path TEXT",   # the file it was meant as, when written beside it
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -492,12 +495,15 @@ class Store:
                 return self._move(c, "stages", STAGE_MOVES, stage_id, to)
             return self._move(c, "stages", STAGE_MOVES, stage_id, to, ", notes=?", (json.dumps(notes),))
 
-    def record_job_file(self, job_id: str, path: str, stage_seq: int) -> None:
-        """A file the job wrote itself (a combined or assembled file), counted with its outputs."""
+    def record_job_file(self, job_id: str, path: str, stage_seq: int, sha256: str | None = None,
+                        output_path: str | None = None) -> None:
+        """A file the job wrote itself (a combined or assembled file), counted with its outputs, with what it
+        held (so a later hand edit is kept) and, when written beside a hand-edited one, the file it was meant as."""
         with self.tx() as c:
-            c.execute("INSERT INTO job_files(job_id, path, stage_seq, written_at) VALUES(?,?,?,?) "
-                      "ON CONFLICT(job_id, path) DO UPDATE SET written_at=excluded.written_at",
-                      (job_id, path, stage_seq, now_iso()))
+            c.execute("INSERT INTO job_files(job_id, path, stage_seq, written_at, sha256, output_path) "
+                      "VALUES(?,?,?,?,?,?) ON CONFLICT(job_id, path) DO UPDATE SET written_at=excluded.written_at, "
+                      "sha256=excluded.sha256, output_path=excluded.output_path",
+                      (job_id, path, stage_seq, now_iso(), sha256, output_path if output_path != path else None))
 
     def job_files(self, job_id: str) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT path FROM job_files WHERE job_id=? ORDER BY path", (job_id,))]
@@ -942,7 +948,8 @@ class Store:
             if self._reader is None:
                 self._reader = _connect(self.path)
             return {r[0] for r in self._reader.execute(
-                "SELECT DISTINCT output_sha256 FROM requests WHERE output_path=? AND output_sha256 IS NOT NULL",
+                "SELECT output_sha256 FROM requests WHERE output_path=?1 AND output_sha256 IS NOT NULL UNION "
+                "SELECT sha256 FROM job_files WHERE coalesce(output_path, path)=?1 AND sha256 IS NOT NULL",
                 (output_path,))}
 
     def batch_results_summary(self, batch_id: str) -> tuple[int, list[dict], list[str]]:

@@ -58,6 +58,7 @@ class Written(NamedTuple):
     path: str        # where the text went: the output, or NAME.new.SUFFIX beside a hand-edited one
     sha256: str
     beside: bool     # True: the existing file was kept (a hand edit) and the text written beside it
+    output: str = ""  # the output it was meant for (== path unless beside)
 
 
 # one queued write's outcome: (tag, Written or the exception); (tag, None) for a put_sync()
@@ -69,10 +70,26 @@ def temp_name(name: str) -> str:
     return f".{name}{TEMP_MARK}{os.getpid()}"
 
 
-def beside_name(name: str) -> str:
-    """Where a new answer goes when NAME was edited by hand: `.new` before the suffix (a.md → a.new.md)."""
+def beside_name(name: str, n: int = 1) -> str:
+    """Where a new answer goes when NAME was edited by hand: `.new` before the suffix (a.md → a.new.md;
+    n > 1 when that one was edited too: a.new2.md)."""
+    mark = "new" if n == 1 else f"new{n}"
     stem, dot, suffix = name.rpartition(".")
-    return f"{stem}.new.{suffix}" if dot and stem else f"{name}.new"
+    return f"{stem}.{mark}.{suffix}" if dot and stem else f"{name}.{mark}"
+
+
+def _beside(dfd: int, name: str, ours: Collection[str]) -> str:
+    """The first free place beside hand-edited NAME: NAME.new.md, or one holding text of ours (an earlier
+    new answer, `ours` being every sha256 recorded for it); a version the person edited is never replaced."""
+    for n in range(1, 1000):
+        candidate = beside_name(name, n)
+        try:
+            st = os.stat(candidate, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return candidate
+        if stat.S_ISREG(st.st_mode) and _sha_of(candidate, dfd) in ours:
+            return candidate
+    raise OSError(errno.EEXIST, "999 edited versions are beside it already", name)
 
 
 def _writer_alive(temp: str) -> bool:
@@ -310,7 +327,7 @@ class Writer:
         if isinstance(data, str):
             data = data.encode("utf-8")
         sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
-        target, beside = name, False
+        target, beside, output = name, False, path
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -322,8 +339,9 @@ class Writer:
                 raise IsADirectoryError(errno.EISDIR, "not a file", path)
             if sha is not None and (self.recorded is not None and not self.force):
                 current = _sha_of(name, dfd)  # equal to the new text: ours (a run killed before recording it)
-                if current != sha and current not in self.recorded(path):
-                    target, beside = beside_name(name), True
+                known = self.recorded(path)
+                if current != sha and current not in known:
+                    target, beside = _beside(dfd, name, {*known, sha}), True
                     path = os.path.join(os.path.dirname(path), target)
         tmp = temp_name(target)
         try:
@@ -357,7 +375,7 @@ class Writer:
         if sha is None:
             assert digest is not None  # made exactly when the text was not hashed up front
             sha = digest.hexdigest()
-        return Written(path, sha, beside)
+        return Written(path, sha, beside, output)
 
     # --- background writing -----------------------------------------------------------------------
     def put(self, path: str, data: str | bytes, tag) -> None:

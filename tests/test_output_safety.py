@@ -149,3 +149,84 @@ def test_a_force_rewrite_replaces_a_hand_edit(tmp_path):
         (root / "a.md").write_text("edited again")
         assert writer.write(str(root / "a.md"), "newer").path == str(root / "a.new.md")
     assert json.loads(json.dumps(sorted(os.listdir(root)))) == ["a.md", "a.new.md"]
+
+
+def _until_done(cli, job_id: str) -> list[str]:
+    """Poll until the job has finished; return every line the polls printed."""
+    lines: list[str] = []
+    for _ in range(6):
+        lines += cli("poll", "--once", check=True).out.splitlines()
+        if cli("status", job_id, "--json", check=True).json()["state"] != "active":
+            return lines
+    raise AssertionError(f"{job_id} did not finish: {lines}")
+
+
+def test_edited_reports_and_combined_files_are_kept_and_the_person_is_told(api_cli, real_data, _isolated_home):
+    """The issue's --reports-only case: the narrative and the combined file the person edited survive a
+    rewrite; the new versions go beside them (an edited new version too), the poll, `status` and the notice
+    say so; --force rewrites them."""
+    cli, _ = api_cli("--process-seconds", "0")
+    rr = real_data / "commentary" / "round_reports"
+    first = cli("submit", "round-reports", "--teg", "16", "--round", "1", "--json", check=True).json()["job_id"]
+    _until_done(cli, first)
+    combined, narrative = rr / "teg_16_round_1_report.md", rr / "TEG16_R1_report.md"
+    combined.write_text(combined.read_text() + "\nMY EDIT OF THE COMBINED FILE\n")
+    narrative.write_text(narrative.read_text() + "\nMY EDIT OF THE REPORT\n")
+    edited = {p: p.read_text() for p in (combined, narrative)}
+
+    def reports_only(*extra: str) -> tuple[str, list[str]]:
+        job = cli("submit", "round-reports", "--teg", "16", "--round", "1", "--reports-only", *extra, "--json",
+                  check=True).json()["job_id"]
+        return job, _until_done(cli, job)
+
+    second, said = reports_only()
+    assert {p: p.read_text() for p in (combined, narrative)} == edited            # nothing of theirs replaced
+    new_combined, new_narrative = rr / "teg_16_round_1_report.new.md", rr / "TEG16_R1_report.new.md"
+    assert "## Report" in new_combined.read_text() and "MY EDIT" not in new_narrative.read_text()
+    assert "MY EDIT OF THE REPORT" in new_combined.read_text()   # the combined file is built from their report
+    told = "\n".join(said)
+    assert "you edited kept" in told and str(new_combined) in told and str(new_narrative) in told
+    status = cli("status", second, check=True).out
+    assert status.count("kept your edit:") == 2 and str(new_combined) in status
+    notice = [n for n in _store_notices(_isolated_home) if n["job_id"] == second][0]
+    assert "2 file(s) you had edited were kept" in notice["body"]
+
+    new_combined.write_text("MY EDIT OF THE NEW VERSION\n")   # the person works on the new version too
+    reports_only()
+    assert new_combined.read_text() == "MY EDIT OF THE NEW VERSION\n"
+    assert "## Report" in (rr / "teg_16_round_1_report.new2.md").read_text()
+    assert combined.read_text() == edited[combined]
+
+    reports_only("--force")   # the person asks for a rewrite: theirs is replaced, nothing more beside it
+    assert "MY EDIT OF THE COMBINED FILE" not in combined.read_text() and "## Report" in combined.read_text()
+    assert "MY EDIT OF THE REPORT" not in narrative.read_text()
+    assert not (rr / "teg_16_round_1_report.new3.md").exists()
+
+
+def _store_notices(home: Path) -> list[dict]:
+    from tegbatchd.store import Store
+
+    return Store.open(home / "state" / "state.db").notices()
+
+
+def test_force_replaces_hand_edits_from_retrieve_and_submit_requests(api_cli, tmp_path, data_root, _isolated_home):
+    from tegbatchd.store import Store
+
+    cli, _ = api_cli("--process-seconds", "0")
+    folder = data_root / "commentary" / "misc"
+    reqs = write_requests(tmp_path / "r.jsonl", 2)
+    params = request_params(reqs)
+
+    def submit(*extra: str) -> str:
+        return cli("submit", "requests", str(reqs), "--output", TEMPLATE, *extra, "--json",
+                   check=True).json()["batch_ids"][0]
+
+    cli("retrieve", submit(), check=True)
+    (folder / "req-00000.md").write_text("my edit\n")
+    cli("retrieve", submit(), "--force", check=True)
+    assert_own_answer((folder / "req-00000.md").read_text(), "req-00000", params["req-00000"])
+    (folder / "req-00000.md").write_text("my second edit\n")
+    cli("retrieve", submit("--force"), check=True)
+    assert_own_answer((folder / "req-00000.md").read_text(), "req-00000", params["req-00000"])
+    assert sorted(p.name for p in folder.iterdir()) == ["req-00000.md", "req-00001.md"]   # nothing beside
+    assert Store.open(_isolated_home / "state" / "state.db").pending_notices() == []   # retrieve showed its notice

@@ -197,7 +197,7 @@ def test_after_narrative_the_combined_files_are_written(root, config):
     _write_outputs(root, pipe.build_stage(spec, 1, root, config), text=lambda r: "## The report\nBody.\n")
     written = pipe.after_stage(spec, 1, root, config)
     target = root / "commentary/round_reports/teg_17_round_2_report.md"
-    assert written == [target]
+    assert [Path(w.path) for w in written] == [target] and not written[0].beside
     text = target.read_text()
     assert text.startswith("# TEG 17 – Round 2 report\n")
     assert "West Cliffs · 06/10/2024" in text
@@ -249,8 +249,8 @@ def test_synthesis_assembly_and_reports(root, config):
 
     _write_outputs(root, synthesis, text=lambda r: "### The story in brief\nA tale.\n")
     written = pipe.after_stage(spec, 1, root, config)
-    assert written == [root / "commentary/teg_2_story_notes.md"]
-    notes = written[0].read_text()
+    assert [Path(w.path) for w in written] == [root / "commentary/teg_2_story_notes.md"]
+    notes = Path(written[0].path).read_text()
     assert notes.startswith("# TEG 2 story notes")
     assert "**TEG Trophy**: David MULLIN, 103 pts, by 5 from Jon BAKER (98 pts)" in notes
     assert "**Green Jacket**: David MULLIN, +66" in notes

@@ -24,18 +24,23 @@ class RetrieveResult:
     events: list[Event] = field(default_factory=list)
 
 
-def retrieve(ctx, ident: str, *, on_file=None) -> RetrieveResult:
-    """Retrieve one batch, or every ended batch of a job, then move the job on (next stage, notice)."""
+def retrieve(ctx, ident: str, *, on_file=None, force: bool = False) -> RetrieveResult:
+    """Retrieve one batch, or every ended batch of a job, then move the job on (next stage, notice: shown
+    now, not at the next poll). force: replace outputs edited by hand instead of writing beside them."""
     job, batch = find_target(ctx, ident)
     batches = [batch] if batch else ctx.store.batches_of_job(job["id"])
     result = RetrieveResult(job["id"])
     client = LazyClient(ctx)  # a batch already retrieved needs no network: the client is made on first use
     for b in batches:
-        result.reports.append(retrieve_batch(ctx, client, b["id"], on_file=on_file))
+        result.reports.append(retrieve_batch(ctx, client, b["id"], on_file=on_file, force=force))
     fresh = ctx.store.get_job(job["id"])
     if fresh["state"] == JobState.ACTIVE and fresh["mode"] == "batch" and \
             any(r.state in ("retrieved", "already", "archived") for r in result.reports):
         result.events += advance(ctx, job["id"], BatchSender(lambda: client)).events
+    if ctx.store.pending_notices():
+        from tegbatchd.notify_cli import deliver_now
+
+        deliver_now(ctx)
     return result
 
 

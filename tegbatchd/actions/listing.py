@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tegbatchd.costs import Usage, recorded_cost
-from tegbatchd.engine.outcome import go_on_command, job_folder, summarize
+from tegbatchd.engine.outcome import go_on_command, job_folder, kept_edits, summarize
 from tegbatchd.locks import is_locked
 
 ARCHIVE_AFTER = timedelta(days=29)
@@ -71,7 +71,8 @@ def job_view(ctx, job: dict) -> dict:
             "failed": [f.custom_id for f in summary.failures],
             "failures": [{"custom_id": f.custom_id, "stage": f.stage, "reason": f.reason, "attempts": f.attempts,
                           "message": f.message} for f in summary.failures],
-            "truncated": summary.truncated, "blocked_reason": job.get("blocked_reason"),
+            "truncated": summary.truncated, "kept_edits": kept_edits(store, job["id"]),
+            "blocked_reason": job.get("blocked_reason"),
             "next": _job_next(job, summary),
             "cost_usd": round(cost.batch, 4), "standard_cost_usd": round(cost.standard, 4),
             "saved_usd": round(cost.saved, 4), "batches": batches}

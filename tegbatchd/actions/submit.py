@@ -176,13 +176,15 @@ def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool) -> l
 
 
 def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dry_run: bool = False,
-                    again: bool = False, max_cost: float | None = None) -> SubmitReport | DryRunReport:
-    """Given a JSONL requests file and an output template, record the job and create its batches."""
+                    again: bool = False, max_cost: float | None = None, force: bool = False
+                    ) -> SubmitReport | DryRunReport:
+    """Given a JSONL requests file and an output template, record the job and create its batches (force: its
+    answers replace outputs edited by hand instead of going beside them)."""
     data_root = ctx.data_root
     source = resolve_user_path(file, "the requests file")
     items = read_requests_file(source, output, data_root)
     pipeline = get_pipeline("requests")
-    spec = {"source": str(source), "output": output, "label": label}
+    spec = {"source": str(source), "output": output, "label": label, **({"force": True} if force else {})}
     title = pipeline.title(spec)
     warnings = _preflight(ctx, items, item_model_uses(items, source.name), source=str(source), dry_run=dry_run)
     estimate = _requests_estimate(ctx, items)

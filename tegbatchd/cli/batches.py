@@ -12,6 +12,9 @@ from tegbatchd.retrieval import RetrieveReport
 def register(sub) -> None:
     r = sub.add_parser("retrieve", help="write an ended batch's (or a whole job's) results to their files")
     r.add_argument("id", metavar="ID", help="a batch id or a job id (or a unique prefix)")
+    r.add_argument("--force", action="store_true",
+                   help="replace outputs you edited since they were written (kept by default: the new answer goes "
+                        "beside them as NAME.new.md)")
     add_json(r)
     r.set_defaults(func=cmd_retrieve)
 
@@ -35,7 +38,8 @@ def register(sub) -> None:
 
 
 def cmd_retrieve(args, ctx) -> int:
-    result = actions.retrieve(ctx, args.id, on_file=None if ctx.json_output else (lambda p: print(f"  ✓ wrote {p}")))
+    result = actions.retrieve(ctx, args.id, on_file=None if ctx.json_output else (lambda p: print(f"  ✓ wrote {p}")),
+                              force=args.force)
     reports = result.reports
     if ctx.json_output:
         ctx.emit_json(reports[0].as_dict() if len(reports) == 1 else

@@ -83,6 +83,8 @@ def cmd_status(args, ctx) -> int:
               f"files written, pending {view['pending']}, failed {len(view['failed'])}")
         _print_job_lines(view, args.utc)
         _print_costs(view)
+        for kept in view["kept_edits"]:
+            print(f"    kept your edit: {kept}")
         if view["blocked_reason"]:
             print(f"    blocked: {view['blocked_reason']}")
         if view["next"]:

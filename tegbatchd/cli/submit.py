@@ -21,6 +21,9 @@ def register(sub) -> None:
     req.add_argument("--output", required=True, metavar="TEMPLATE",
                      help="output path relative to the data root, e.g. commentary/misc/{custom_id}.md")
     req.add_argument("--kind", default=None, metavar="NAME", help="a label shown in `tegbatchd list`")
+    req.add_argument("--force", action="store_true",
+                     help="replace outputs you edited since they were written (kept by default: the new answer goes "
+                          "beside them as NAME.new.md)")
     _common(req)
     req.set_defaults(func=cmd_submit_requests)
 
@@ -54,7 +57,7 @@ def _common(p, now: bool = False) -> None:
 
 def cmd_submit_requests(args, ctx) -> int:
     return _show(ctx, actions.submit_requests(ctx, args.file, args.output, label=args.kind, dry_run=args.dry_run,
-                                              again=args.again, max_cost=args.max_cost), args)
+                                              again=args.again, max_cost=args.max_cost, force=args.force), args)
 
 
 def cmd_submit_teg(args, ctx) -> int:

@@ -50,7 +50,8 @@ def add_round_reports_args(parser: argparse.ArgumentParser) -> None:
     only.add_argument("--story-notes-only", action="store_true", help="write the story notes, no reports")
     only.add_argument("--reports-only", action="store_true",
                       help="write the reports from story notes already on disk")
-    parser.add_argument("--force", action="store_true", help="rewrite story notes that already exist")
+    parser.add_argument("--force", action="store_true", help="rewrite story notes that already exist, and replace "
+                        "files you edited (kept by default: the new version goes beside them as NAME.new.md)")
     _add_data_files(parser)
 
 
@@ -68,7 +69,8 @@ def add_tournament_args(parser: argparse.ArgumentParser) -> None:
     only.add_argument("--story-notes-only", action="store_true", help="write the story notes, no reports")
     only.add_argument("--reports-only", action="store_true",
                       help="write reports from story notes already on disk (all three unless some are chosen)")
-    parser.add_argument("--force", action="store_true", help="rewrite round stories that already exist")
+    parser.add_argument("--force", action="store_true", help="rewrite round stories that already exist, and replace "
+                        "files you edited (kept by default: the new version goes beside them as NAME.new.md)")
     _add_data_files(parser)
 
 

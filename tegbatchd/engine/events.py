@@ -62,9 +62,20 @@ class Assembled:
     job_title: str
     stage: str
     files: int
+    kept_edits: tuple[str, ...] = ()   # written beside a hand-edited file (NAME.new.md), which was kept
 
     def __str__(self) -> str:
-        return f"{self.job_title}: assembled {self.files} file(s) after {self.stage}"
+        text = f"{self.job_title}: assembled {self.files} file(s) after {self.stage}"
+        return text + kept_sentence(self.kept_edits)
+
+
+def kept_sentence(paths) -> str:
+    """What the person is told of hand-edited files kept: '' when none."""
+    paths = list(paths)
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return f"; {len(paths)} file(s) you edited kept, the new version beside each: {shown}"
 
 
 @dataclass(frozen=True)

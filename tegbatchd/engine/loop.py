@@ -341,12 +341,20 @@ def _assemble(ctx, job: dict, stage: dict) -> Any:
     """Every attempt of the stage has an outcome: run its local step (idempotent: files are rewritten
     atomically), record the files it wrote, and settle the stage."""
     from tegbatchd.pipelines import get_pipeline
+    from tegbatchd.writer import Writer
 
     store = ctx.store
     if stage["state"] != StageState.ASSEMBLING:
         store.move_stage(stage["id"], StageState.ASSEMBLING)
-    written = get_pipeline(job["kind"]).after_stage(job["spec"], stage["seq"], Path(job["data_root"]), ctx.config)
-    for path in written:
-        store.record_job_file(job["id"], str(path), stage["seq"])
+    with Writer(job["data_root"], recorded=store.recorded_shas, force=bool(job["spec"].get("force"))) as writer:
+        written = get_pipeline(job["kind"]).after_stage(job["spec"], stage["seq"], Path(job["data_root"]),
+                                                        ctx.config, write=writer.write)
+    kept = []
+    for w in written:
+        store.record_job_file(job["id"], w.path, stage["seq"], w.sha256, w.output or w.path)
+        if w.beside:
+            kept.append(w.path)
+            store.add_event("kept_edit", f"{w.output}: the file was edited since it was written; kept, the new "
+                                         f"version is in {w.path}", job_id=job["id"])
     store.move_stage(stage["id"], StageState.DONE)
-    return Assembled(job["title"], stage["name"], len(written)) if written else None
+    return Assembled(job["title"], stage["name"], len(written), tuple(kept)) if written else None

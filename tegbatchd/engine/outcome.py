@@ -133,6 +133,9 @@ def finish(ctx, job: dict, state: JobState) -> str:
     store = ctx.store
     summary = summarize(store, {**job, "state": state}, folder=True)
     title, body, urgency = summary.notice()
+    kept = len(kept_edits(store, job["id"]))
+    if kept:
+        body += f". {kept} file(s) you had edited were kept; the new versions are beside them (NAME.new.md)"
     body += f". {costs.cost_sentence(costs.recorded_cost(ctx.config, store.usage_receipts(job_id=job['id'])), job['mode'])}"
     if ctx.config["notifications"]["enabled"]:
         store.add_notice(f"job:{job['id']}:{job.get('outcomes', 0)}", f"job_{state}", title, body, job_id=job["id"],
@@ -140,6 +143,11 @@ def finish(ctx, job: dict, state: JobState) -> str:
     store.move_job(job["id"], state)
     store.add_event(f"job_{state}", title, job_id=job["id"])
     return title
+
+
+def kept_edits(store, job_id: str) -> list[str]:
+    """What the job said of hand-edited files it kept (each once, however often a step ran again)."""
+    return list(dict.fromkeys(e["message"] for e in store.events(job_id=job_id, kind="kept_edit")))
 
 
 def go_on_command(job: dict) -> str:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tegbatchd.writer import Written
 
 from tegbatchd.teg.render import competition_line, markdown_table, rounds_list, venue_line, vp
 
 
-def write_atomic(path: Path, text: str, *, root: Path | None = None) -> Path:
-    """Write text to path atomically (the one writer: mode 0644; below root no symlink is followed)."""
+def write_atomic(path: Path, text: str, *, root: Path | None = None, write: Callable[[str, str], Written] | None = None
+                 ) -> Written:
+    """Write text to path atomically through `write` (the engine's writer: a hand-edited file is kept and the
+    text goes beside it) or else the one writer (mode 0644; below root no symlink is followed)."""
+    if write is not None:
+        return write(str(path), text)
     from tegbatchd.writer import write_file
 
-    write_file(path, text, root=root)
-    return Path(path)
+    return write_file(path, text, root=root)
 
 
 def combined_round_report(facts: dict, notes: str, report: str) -> str:

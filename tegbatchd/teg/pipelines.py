@@ -30,6 +30,7 @@ from tegbatchd.teg.ranges import describe, parse_numbers
 
 if TYPE_CHECKING:  # the prompts, the score data and the facts are imported where a stage is built or
     from tegbatchd.teg.data import ScoreTable  # assembled: `tegbatchd list` never needs them
+    from tegbatchd.writer import Written
 
 SPEC_VERSION = 1
 REPORT_KINDS = ("main_report", "brief_summary", "satire")
@@ -181,8 +182,9 @@ class RoundReports:
                 out += [narrative_path(teg, r), combined_report_path(teg, r)]
         return out
 
-    def after_stage(self, spec: dict, index: int, data_root: Path, config) -> list[Path]:
-        """After the narrative stage: write the combined file of each round that has notes and a report."""
+    def after_stage(self, spec: dict, index: int, data_root: Path, config, write=None) -> list[Written]:
+        """After the narrative stage: write the combined file of each round that has notes and a report
+        (through `write`, the engine's writer, when given)."""
         from tegbatchd.teg.facts import round_facts
 
         if self.stages(spec)[index] != "narrative":
@@ -194,7 +196,8 @@ class RoundReports:
             if notes is None or report is None:
                 continue
             text = combined_round_report(round_facts(table, teg, r), notes, report)
-            written.append(write_atomic(Path(data_root) / combined_report_path(teg, r), text, root=data_root))
+            written.append(write_atomic(Path(data_root) / combined_report_path(teg, r), text, root=data_root,
+                                        write=write))
         return written
 
 
@@ -278,8 +281,9 @@ class Tournament:
             out += [report_path(teg, kind) for kind in spec.get("reports") or ()]
         return out
 
-    def after_stage(self, spec: dict, index: int, data_root: Path, config) -> list[Path]:
-        """After the synthesis stage: assemble commentary/teg_{n}_story_notes.md for each TEG with a synthesis."""
+    def after_stage(self, spec: dict, index: int, data_root: Path, config, write=None) -> list[Written]:
+        """After the synthesis stage: assemble commentary/teg_{n}_story_notes.md for each TEG with a synthesis
+        (through `write`, the engine's writer, when given)."""
         from tegbatchd.teg.facts import tournament_facts
 
         if self.stages(spec)[index] != "synthesis":
@@ -291,7 +295,8 @@ class Tournament:
             if synthesis is None:
                 continue
             text = assembled_story_notes(tournament_facts(table, teg), synthesis, _round_infos(table, teg))
-            written.append(write_atomic(Path(data_root) / tournament_notes_path(teg), text, root=data_root))
+            written.append(write_atomic(Path(data_root) / tournament_notes_path(teg), text, root=data_root,
+                                        write=write))
         return written
 
 
