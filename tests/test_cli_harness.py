@@ -53,3 +53,14 @@ def _last_json(text: str):
         at += len(text[at:]) - len(text[at:].lstrip())
         last, at = decoder.raw_decode(text, at)
     return last
+
+
+def test_the_demo_never_writes_over_a_folder_of_the_persons_own(cli, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "all-scores.csv").write_text("MINE\n")
+    result = cli("demo", "--data-dir", str(mine))
+    assert result.code == 2 and result.out == ""
+    (line,) = result.err.strip().splitlines()
+    assert "is not empty and holds no earlier demo" in line and "give it a new or empty folder" in line
+    assert [p.name for p in mine.iterdir()] == ["all-scores.csv"] and (mine / "all-scores.csv").read_text() == "MINE\n"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tegbatchd.context import Context
-from tegbatchd.errors import UserError
+from tegbatchd.errors import InputError, UserError
 from tegbatchd.paths import Paths, ensure_dir, resolve_user_path
 
 DEMO_KEY = "demo-key-for-the-local-emulator"
@@ -31,6 +31,22 @@ def _start_emulator(process_seconds: float):
         raise UserError("the local emulator did not start", next_step="run `tegbatchd emulator` to see why") from None
 
 
+def _refuse_a_folder_in_use(folder: Path) -> None:
+    """The demo writes sample scores and reports: only into a new or empty folder, or one an earlier demo
+    filled (its sample files as the demo writes them), never over the person's own data."""
+    from tegbatchd.teg.sample import sample_texts
+
+    entries = {p.name for p in folder.iterdir()}
+    if not entries:
+        return
+    texts = sample_texts()
+    ours = all((folder / name).is_file() and (folder / name).read_text(encoding="utf-8", errors="replace") == text
+               for name, text in texts.items())
+    if not ours:
+        raise InputError(f"--data-dir {folder} is not empty and holds no earlier demo: the demo writes sample scores "
+                         "(all-scores.csv, rounds.csv) and reports there", next_step="give it a new or empty folder")
+
+
 def cmd_demo(args, ctx) -> int:
     from argparse import Namespace
 
@@ -40,6 +56,8 @@ def cmd_demo(args, ctx) -> int:
     from tegbatchd.teg.sample import write_sample
 
     chosen = ensure_dir(resolve_user_path(args.data_dir, "--data-dir")) if args.data_dir else None  # checked first
+    if chosen is not None:
+        _refuse_a_folder_in_use(chosen)
     folder = Path(tempfile.mkdtemp(prefix="tegbatchd-demo-"))
     data_root = chosen or folder / "data"
     home = folder / "home"

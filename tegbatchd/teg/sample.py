@@ -95,15 +95,20 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
+def sample_texts() -> dict[str, str]:
+    """The sample data set as file name -> CSV text (all-scores.csv, rounds.csv)."""
+    scores, rounds = generate()
+    return {"all-scores.csv": _csv_text(COLUMNS, scores), "rounds.csv": _csv_text(ROUNDS_COLUMNS, rounds)}
+
+
 def write_sample(directory: Path) -> list[Path]:
     """Write all-scores.csv and rounds.csv into directory (created if needed); return the two paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    scores, rounds = generate()
     written = []
-    for name, header, rows in (("all-scores.csv", COLUMNS, scores), ("rounds.csv", ROUNDS_COLUMNS, rounds)):
+    for name, text in sample_texts().items():
         path = directory / name
-        path.write_text(_csv_text(header, rows), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
 
