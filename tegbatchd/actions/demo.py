@@ -55,9 +55,11 @@ def cmd_demo(args, ctx) -> int:
     from tegbatchd.polling import poll_once
     from tegbatchd.teg.sample import write_sample
 
-    chosen = ensure_dir(resolve_user_path(args.data_dir, "--data-dir")) if args.data_dir else None  # checked first
+    chosen = resolve_user_path(args.data_dir, "--data-dir") if args.data_dir else None  # checked first
     if chosen is not None:
-        _refuse_a_folder_in_use(chosen)
+        if chosen.is_dir():
+            _refuse_a_folder_in_use(chosen)
+        chosen = ensure_dir(chosen)
     folder = Path(tempfile.mkdtemp(prefix="tegbatchd-demo-"))
     data_root = chosen or folder / "data"
     home = folder / "home"

@@ -49,6 +49,13 @@ def _offset(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535; 0 picks a free one)")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -68,7 +75,7 @@ def register(sub) -> None:
                        description="Serve a local HTTP emulator of Anthropic's Message Batches API. "
                        "Prints the base URL as the first line on stdout; runs until SIGTERM/SIGINT.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    p.add_argument("--port", type=_port, default=0, help="port (default 0: a free one)")
     p.add_argument("--api-key", metavar="KEY", help="accept only this key (default: accept any)")
     p.add_argument("--state", metavar="FILE", help="keep batches in FILE across restarts")
     p.add_argument("-v", "--verbose", dest="emulator_verbose", action="store_true",
@@ -183,7 +190,7 @@ def run(args: argparse.Namespace, ctx) -> int:
             store.restore(saved)
     try:
         server = EmulatorServer(args.host, args.port, opts, store, replays)
-    except OSError as exc:
+    except (OSError, OverflowError, ValueError) as exc:  # in use, no such address, a host the resolver refuses
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc}",
                         next_step="pick another --port (0 chooses a free one)") from exc
     print(server.base_url, flush=True)

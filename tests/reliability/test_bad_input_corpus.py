@@ -100,6 +100,15 @@ FLAGS = [
     Case("demo: unknown flag", ["demo", "--bogus"], "unrecognized arguments: --bogus"),
     Case("--retrieve-batch without id", ["--retrieve-batch"], "the following arguments are required"),
     Case("--list-batches with junk", ["--list-batches", "junk"], "unrecognized arguments: junk"),
+    Case("emulator: port past 65535", ["emulator", "--port", "99999"], "99999 is not a port"),
+    Case("emulator: negative port", ["emulator", "--port", "-1"], "-1 is not a port"),
+    Case("emulator: port not a number", ["emulator", "--port", "http"], "invalid _port value"),
+    Case("demo: a data folder of the person's own", ["demo", "--data-dir", "{in}/mine"],
+         "is not empty and holds no earlier demo", files={"mine/all-scores.csv": "MINE\n"}),
+    Case("costs: per request without a job", ["costs", "--by", "request"], "--by request needs --job JOB"),
+    Case("costs: --by unknown", ["costs", "--by", "week"], "invalid choice: 'week'"),
+    Case("costs: --job unknown", ["costs", "--job", "job_nope"], "no job or batch"),
+    Case("retrieve --force: no id", ["retrieve", "--force"], "the following arguments are required"),
 ]
 
 # --- 2. ranges: checked (and bounded) before anything is expanded or loaded ----------------------------
