@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tegbatchd.errors import ConfigError
+from tegbatchd.errors import ConfigError, listed
 from tegbatchd.resources import shipped
 
 STAGE_NAMES = ("story_notes", "narrative", "round_story", "synthesis", "main_report", "brief_summary", "satire")
@@ -381,11 +381,9 @@ def load_config(path: Path | None) -> Config:
     problems: list[str] = []
     _validate(user, SCHEMA, "", problems)
     if problems:
-        raise ConfigError(
-            f"{path}: {len(problems)} problem(s) in the configuration",
-            next_step="fix them, then `tegbatchd config validate`",
-            details=[f"{path}: {p}" for p in problems],
-        )
+        message, details = listed(str(path), problems, f"{path}: {len(problems)} problem(s) in the configuration")
+        raise ConfigError(message, next_step="fix them, then `tegbatchd config validate`",
+                          details=[f"{path}: {p}" for p in details])
     return Config(_merge(base, user), path)
 
 

@@ -37,6 +37,14 @@ class UserError(Exception):
         return "\n".join([line, *(f"  - {d}" for d in self.details)])
 
 
+def listed(where: str, problems: list[str], many: str, tail: str = "") -> tuple[str, list[str]]:
+    """(message, details) of an error about some problems: one problem is said on its one line ("WHERE:
+    PROBLEM" and the tail), several under `many` as a list."""
+    if len(problems) == 1:
+        return f"{where}: {problems[0]}{tail}", []
+    return many, problems
+
+
 class ConfigError(UserError):
     """Bad configuration or bad command-line values (exit 2)."""
 

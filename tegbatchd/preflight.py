@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tegbatchd.errors import ConfigError, InputError
+from tegbatchd.errors import ConfigError, InputError, listed
 
 MODEL_CACHE = timedelta(days=1)
 ROLES = ("user", "assistant")
@@ -99,8 +99,10 @@ def lint_requests(requests, *, source: str) -> None:
     problems = [f"{label}: {problem}" for label, params in requests for problem in lint_params(params, allowed=allowed)]
     if problems:
         shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
-        raise InputError(f"{source}: {len(problems)} request problem(s) the API would refuse; nothing was sent",
-                         next_step="fix them and submit again", details=shown)
+        message, details = listed(str(source), shown,
+                                  f"{source}: {len(problems)} request problem(s) the API would refuse; nothing was sent",
+                                  " (the API would refuse it); nothing was sent")
+        raise InputError(message, next_step="fix them and submit again", details=details)
 
 
 def replacement(client, info: dict | None, model: str) -> str | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tegbatchd import api as api_mod
 from tegbatchd.engine.states import ARCHIVE_MISSING, CREATE_REFUSED, IntentState
-from tegbatchd.errors import InputError
+from tegbatchd.errors import InputError, listed
 from tegbatchd.locks import file_lock
 from tegbatchd.outputs import OutputResolver, render_output
 from tegbatchd.paths import ensure_dir, write_private
@@ -137,8 +137,9 @@ def _raise_problems(source: str, problems: list[str], next_step: str, total: int
         shown = problems[:MAX_LISTED_ERRORS]
         if total > len(shown):
             shown.append(f"... and {total - len(shown)} more")
-        raise InputError(f"{source}: {total} problem(s); nothing was sent", next_step=next_step,
-                         details=shown)
+        message, details = listed(str(source), shown, f"{source}: {total} problem(s); nothing was sent",
+                                  "; nothing was sent")
+        raise InputError(message, next_step=next_step, details=details)
 
 
 def _shown(value) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from tegbatchd.config import default_text, load_config, redacted, validate_file
-from tegbatchd.errors import ConfigError
+from tegbatchd.errors import ConfigError, listed
 from tegbatchd.paths import write_private
 
 
@@ -67,8 +67,8 @@ def cmd_validate(args, ctx) -> int:
         return 0
     problems = validate_file(path)
     if problems:
-        raise ConfigError(f"{path}: {len(problems)} problem(s)", next_step="fix them and validate again",
-                          details=[f"{path}: {p}" for p in problems])
+        message, details = listed(str(path), problems, f"{path}: {len(problems)} problem(s)")
+        raise ConfigError(message, next_step="fix them and validate again", details=[f"{path}: {p}" for p in details])
     config = load_config(path)
     for warning in model_warnings(ctx, config):
         ctx.say(f"warning: {warning}")

@@ -627,7 +627,7 @@ def classify(case: Case, result: Outcome, changed: bool) -> str:
         return "traceback"
     first = result.err.splitlines()[0] if result.err else ""
     if changed or result.code != case.code or not first.startswith("error: ") or case.expect not in result.err \
-            or len(first) > 800:
+            or len(first) > 800 or not one_problem_one_line(result.err):
         return "wrong"
     return "clear"
 
@@ -658,7 +658,14 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(case, world, monke
     assert first.startswith("error: "), f"first stderr line: {first!r}\nstdout: {result.out[-500:]}"
     assert case.expect in result.err, f"{case.expect!r} not in:\n{result.err[-2000:]}"
     assert len(first) <= 800 and len(result.err) <= 5000, f"an error of {len(result.err):,} characters"
+    assert one_problem_one_line(result.err), f"one problem, not on one line:\n{result.err}"
     assert verdict == "clear"
+
+
+def one_problem_one_line(err: str) -> bool:
+    """One line; or, for several problems at once, a summary line and each problem on a bullet of its own."""
+    lines = err.strip().splitlines()
+    return len(lines) == 1 or (len(lines) >= 3 and all(line.startswith("  - ") for line in lines[1:]))
 
 
 def test_the_corpus_is_big_and_every_name_is_unique():
