@@ -60,3 +60,22 @@ def test_create_answer_stalled_past_the_timeout_is_reconciled(api_cli, tmp_path,
     db = _isolated_home / "state" / "state.db"
     assert query(db, "SELECT state FROM jobs") == [("done",)]
     assert len(request_params(reqs)) == query(db, "SELECT count(*) FROM requests WHERE outcome='succeeded'")[0][0]
+
+
+def test_an_unclear_submit_says_so_and_who_sends_it_with_a_daemon_or_without(api_cli, tmp_path, _isolated_home):
+    """Exit 6 and no "close your laptop": recorded, not confirmed; without a daemon the person is told to run
+    `poll --once`; with one running (its lock held), that the daemon reconciles it."""
+    from tegbatchd.locks import file_lock
+
+    cli, emu = api_cli("--process-seconds", "0", "--unclear-create", "drop", "--unclear-create-count", "2")
+    first = cli("submit", "requests", str(write_requests(tmp_path / "a.jsonl", 3)), "--output", "a/{custom_id}.md")
+    assert first.code == 6 and "RECORDED, NOT CONFIRMED" in first.out and "SUBMITTED" not in first.out
+    assert "close your laptop" not in first.out
+    assert "no daemon is running: run `tegbatchd poll --once`" in first.out and "never sends twice" in first.out
+    with file_lock(_isolated_home / "state" / "daemon.lock", wait=0) as held:   # as a running daemon holds it
+        assert held
+        second = cli("submit", "requests", str(write_requests(tmp_path / "b.jsonl", 3, prefix="b")), "--output",
+                     "b/{custom_id}.md")   # (flock: another open file, so held against this probe as well)
+    assert second.code == 6 and "close your laptop" not in second.out
+    assert "the running daemon sends (or reconciles) it at its next poll" in second.out
+    assert emu.stats()["batches_created"] == 2   # each made once, none confirmed
