@@ -221,3 +221,59 @@ def test_a_relative_key_file_is_a_warning(setup, tmp_path):
     key = checks(cli("doctor", "--json"))["key"]
     assert key["status"] == "warn" and "'rel-key' is a relative path" in key["detail"]
     assert key["fix"] == "give api_key_file as an absolute path"
+
+
+def _installed(home: Path, tmp_path: Path, platform: str, variant: str, unit: str) -> None:
+    """What `service install` leaves: its manifest, naming a unit file that exists."""
+    from tegbatchd.actions.service import MANIFEST
+
+    unit_file = tmp_path / "unit-file"
+    unit_file.write_text("unit\n")
+    (home / "state").mkdir(parents=True, exist_ok=True)
+    (home / "state" / MANIFEST).write_text(json.dumps({"platform": platform, "variant": variant, "unit": unit,
+                                                       "files": [str(unit_file)]}))
+
+
+def _fake_launchctl(tmp_path: Path, state: str) -> str:
+    """A `launchctl` that answers `print gui/UID/LABEL` as macOS does for an agent in that state."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / "launchctl"
+    tool.write_text(f"#!/bin/sh\necho 'gui/501/io.tegbatchd = {{'\necho '\tstate = {state}'\necho '}}'\n")
+    tool.chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+@pytest.mark.parametrize("variant, state, status", [
+    ("timer", "not running", "ok"),       # a StartInterval agent between two runs
+    ("timer", "running", "ok"),
+    ("daemon", "running", "ok"),
+    ("daemon", "not running", "fail"),    # the resident daemon should always run
+])
+def test_a_launchd_agent_is_judged_by_what_its_variant_should_be_doing(setup, tmp_path, _isolated_home,
+                                                                       variant, state, status):
+    cli, _, _ = setup
+    _installed(_isolated_home, tmp_path, "macos", variant, "io.tegbatchd.poll")
+    result = cli("doctor", "--json", PATH=_fake_launchctl(tmp_path, state))
+    service = checks(result)["service"]
+    assert service["status"] == status, service
+    assert result.code == (1 if status == "fail" else 0)
+    if variant == "timer" and state == "not running":
+        assert service["detail"] == "the timer (io.tegbatchd.poll) is loaded and waits for its next run"
+
+
+def test_an_installed_service_that_cannot_read_a_key_fails_and_the_database_size_is_shown(setup, tmp_path,
+                                                                                         _isolated_home):
+    cli, _, config = setup
+    cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 2)), "--output", "misc/{custom_id}.md",
+        check=True)
+    database = checks(cli("doctor", "--json", check=True))["database"]
+    size = (_isolated_home / "state" / "state.db").stat().st_size
+    assert database["detail"].endswith(f": integrity ok, {size / 1e6:.1f} MB")
+    config.write_text("")   # the key only in this shell, with a service installed: it cannot authenticate
+    _installed(_isolated_home, tmp_path, "macos", "timer", "io.tegbatchd.poll")
+    result = cli("doctor", "--json", ANTHROPIC_API_KEY=TEST_KEY, PATH=_fake_launchctl(tmp_path, "not running"))
+    key = checks(result)["key"]
+    assert result.code == 1 and key["status"] == "fail"
+    assert key["detail"] == "ANTHROPIC_API_KEY is set only in this shell: the service cannot see it"
+    assert key["fix"] == "tegbatchd service install --store-key (writes it to api_key_file, 0600)"

@@ -71,6 +71,8 @@ def check_service(ctx) -> Check:
     state = manager.state(unit)
     if state in ("active", "running"):
         return Check("service", OK, f"the {variant} ({unit}) is {state}")
+    if variant == "timer" and state == "loaded, not running":  # a launchd agent run by StartInterval, idle
+        return Check("service", OK, f"the {variant} ({unit}) is loaded and waits for its next run")
     logs = (f"journalctl --user -u {unit}" if manifest["platform"] == "linux"
             else f"the log folder {ctx.paths.log_dir}")
     return Check("service", FAIL, f"the {variant} ({unit}) is installed but {state}",
