@@ -92,6 +92,10 @@ def test_a_canceled_job_builds_no_later_stage_and_ends_canceled_not_failed():
     view = job(stage(0, StageState.SUBMITTED, SETTLED, transient=3), cancel_requested=True)
     assert next_step(view) == Assemble(0)
     assert final_state(job(cancel_requested=True, written=0, failed=5)) == JobState.CANCELED
+    # a cancel too late to stop anything: every stage was built and nothing failed
+    late = job(stage(0, StageState.DONE, SETTLED), stage(1, StageState.DONE, SETTLED), cancel_requested=True, written=8)
+    assert next_step(late) == Finish(JobState.DONE)
+    assert final_state(job(cancel_requested=True, written=8), cut_short=True) == JobState.CANCELED
 
 
 @pytest.mark.parametrize("state", [JobState.BLOCKED, JobState.DONE, JobState.PARTIAL, JobState.FAILED,

@@ -169,6 +169,21 @@ def test_a_canceled_job_ends_canceled_with_one_notice(api_cli, tmp_path, data_ro
     assert notice["kind"] == "job_canceled" and "canceled" in notice["title"] and "msgbatch_" not in notice["title"]
 
 
+def test_a_cancel_that_comes_after_the_batch_ended_changes_nothing(api_cli, tmp_path, data_root):
+    """Listed as running, ended on the API by the time of the cancel: the API refuses the cancel; the person is
+    told it had ended; the job ends done with every file (not `canceled`)."""
+    cli, emu = api_cli("--process-seconds", "60")
+    sub = cli("submit", "requests", str(write_requests(tmp_path / "r.jsonl", 3)), "--output",
+              "commentary/misc/{custom_id}.md", "--json", check=True).json()
+    emu.advance(120)   # it ends on the API; nothing has polled since
+    canceled = cli("cancel", sub["job_id"])
+    assert canceled.code == 0, canceled.err
+    assert f"{sub['batch_ids'][0]}: had already ended, nothing to cancel" in canceled.out
+    job = _poll_until_settled(cli)
+    assert job["state"] == "done" and job["written"] == 3 and job["failed"] == []
+    assert [n["kind"] for n in _store().notices()] == ["job_done"]
+
+
 def test_a_job_that_cannot_go_on_is_blocked_and_the_others_go_on(api_cli, tmp_path, real_data):
     """Point 2: an OSError in assembly (a folder where a combined file goes) blocks that job with a reason
     and one notice; another job still finishes; `poll --once` shows one line, never a traceback; once

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tegbatchd import api as api_mod
 from tegbatchd.actions.targets import find_target
 from tegbatchd.engine import retry as retry_mod
 from tegbatchd.engine.events import Event
@@ -62,6 +63,7 @@ class CancelResult:
     job_id: str
     canceled: list[dict] = field(default_factory=list)   # API answers (processing_status canceling/ended)
     already_ended: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)     # running as last seen, ended by the time of the cancel
 
 
 def cancel(ctx, ident: str) -> CancelResult:
@@ -77,7 +79,15 @@ def cancel(ctx, ident: str) -> CancelResult:
     ctx.store.request_cancel(job["id"])
     if client is not None:
         for b in running:
-            info = client.cancel(b["id"])
+            try:
+                info = client.cancel(b["id"])
+            except api_mod.Rejected:   # the API refuses: it ended since the last poll (cancel comes too late)
+                info = client.retrieve(b["id"])
+                if info["processing_status"] != "ended":
+                    raise
+                ctx.store.update_batch_status(info)
+                result.late.append(b["id"])
+                continue
             ctx.store.mark_canceled_by_user(b["id"])
             ctx.store.update_batch_status(info)
             ctx.store.add_event("canceled", "cancel requested", job_id=job["id"], batch_id=b["id"])

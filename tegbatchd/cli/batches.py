@@ -94,6 +94,8 @@ def cmd_cancel(args, ctx) -> int:
     for info in result.canceled:
         print(f"{info['id']}: {info['processing_status']}. Requests not yet processed end as canceled; "
               "what finished is still retrieved.")
+    for batch_id in result.late:
+        print(f"{batch_id}: had already ended, nothing to cancel; its results are retrieved as usual.")
     if not result.canceled:
         print(f"{result.job_id}: nothing is running; no later stage will be submitted.")
     return 0

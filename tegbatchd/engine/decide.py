@@ -106,9 +106,10 @@ class Idle:
 Step = Build | Wait | Release | Retry | Assemble | Finish | Block | Idle
 
 
-def final_state(job: JobView) -> JobState:
-    """The state a job ends in once every stage is settled."""
-    if job.cancel_requested:
+def final_state(job: JobView, *, cut_short: bool = False) -> JobState:
+    """The state a job ends in once every stage is settled (cut_short: a later stage was never built).
+    A cancel that came too late to stop anything (every stage built, nothing failed) leaves it done."""
+    if job.cancel_requested and (cut_short or job.failed):
         return JobState.CANCELED
     if not job.failed:
         return JobState.DONE
@@ -128,7 +129,7 @@ def next_step(job: JobView, *, driver: str = "batch") -> Step:
             continue
         if stage.state == StageState.WAITING:
             if job.cancel_requested:
-                return Finish(final_state(job))
+                return Finish(final_state(job, cut_short=True))
             return Build(stage.seq)
         flying = tuple(i.id for i in stage.intents if i.in_flight)
         if flying:
