@@ -53,8 +53,9 @@ def test_the_first_request_finishes_before_the_others_are_sent_and_they_read_the
     reqs = narrative_requests(tmp_path / "narrative.jsonl", 12)
     dry = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--dry-run", "--json", check=True).json()
     assert dry["stage_estimates"][0]["primed"] and dry["primed_cost_usd"] < dry["estimated_cost_usd"]
-    assert "with cache priming" in cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--dry-run",
-                                       check=True).out
+    said = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--dry-run", check=True).out
+    assert "with cache priming" in said
+    assert "12 request(s) in 1 batch(es), after a batch of their own for the requests that prime the cache" in said
     sub = cli("submit", "requests", str(reqs), "--output", TEMPLATE, "--json", check=True).json()
     assert emu.stats()["calls"]["create"] == 1 and len(sub["batch_ids"]) == 1       # one request, by itself
     assert any("cache priming: 1 request(s) sent first; the other 11" in n for n in sub["notes"])

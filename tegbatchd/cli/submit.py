@@ -134,7 +134,10 @@ def _show_dry_run(ctx, report: actions.DryRunReport) -> int:
     if report.now:
         print(f"  {report.requests} request(s) to the standard Messages API at once (--now, the standard price)")
     else:
-        print(f"  {report.requests} request(s) in {report.batches} batch(es)")
+        primed = report.job is not None and bool(report.job.stages) and report.job.stages[0].primed
+        print(f"  {report.requests} request(s) in {report.batches} batch(es)"
+              + (", after a batch of their own for the requests that prime the cache (cache_priming: auto)"
+                 if primed else ""))
     for line in _estimate_lines(report.job) if report.job else []:
         print(line)
     for item in report.items[:20]:
