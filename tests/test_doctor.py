@@ -91,6 +91,10 @@ def test_a_sound_setup_passes_with_each_check_on_one_line(setup, tmp_path):
     assert found["database"]["status"] == "ok" and "integrity ok" in found["database"]["detail"]
     pending = found["pending"]
     assert pending["status"] == "ok" and "1 job(s) active, 1 batch(es) not retrieved, next poll" in pending["detail"]
+    local = checks(cli("doctor", "--json", TZ="America/New_York", check=True))["pending"]["detail"]
+    utc = checks(cli("doctor", "--json", "--utc", TZ="America/New_York", check=True))["pending"]["detail"]
+    assert re.search(r"next poll \d{4}-\d\d-\d\d \d\d:\d\d E[SD]T$", local), local
+    assert re.search(r"next poll \d{4}-\d\d-\d\d \d\d:\d\d UTC$", utc), utc
     assert found["models"]["status"] == "ok" and "claude-" in found["models"]["detail"]
     assert found["version"] == {"name": "version", "status": "warn", "detail": f"tegbatchd {__version__}; 99.0.0 is out",
                                 "fix": "pip install --upgrade tegbatchd"}

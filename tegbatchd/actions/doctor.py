@@ -190,12 +190,15 @@ def check_database(ctx) -> Check:
     return Check("database", OK, f"{path}: integrity ok, {mb}")
 
 
-def _local(ts: str) -> str:
-    when = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone()
-    return when.strftime("%Y-%m-%d %H:%M %Z")
+def _local(ts: str, utc: bool = False) -> str:
+    """A recorded (UTC) time in this machine's zone, the zone named; in UTC with utc."""
+    when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    if utc:
+        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
-def check_pending(ctx) -> Check:
+def check_pending(ctx, utc: bool = False) -> Check:
     from tegbatchd.locks import is_locked
 
     if not ctx.paths.db_path.exists():
@@ -209,7 +212,7 @@ def check_pending(ctx) -> Check:
     if view["open_intents"]:
         parts.append(f"{view['open_intents']} submission(s) to send or reconcile")
     if view["next_poll_at"]:
-        parts.append(f"next poll {_local(view['next_poll_at'])}")
+        parts.append(f"next poll {_local(view['next_poll_at'], utc)}")
     detail = ", ".join(parts)
     if blocked:
         job = blocked[0]
@@ -272,8 +275,9 @@ def _safely(name: str, check, *args, **kwargs) -> Check:
         return Check(name, FAIL, f"the check itself failed ({type(exc).__name__}: {exc})", "please report it")
 
 
-def run(ctx, *, now: datetime | None = None) -> DoctorReport:
-    """Every check, in the order a person would look; never raises for what it finds."""
+def run(ctx, *, now: datetime | None = None, utc: bool = False) -> DoctorReport:
+    """Every check, in the order a person would look; never raises for what it finds (utc: times in UTC,
+    else in this machine's zone)."""
     from tegbatchd.actions.service import read_manifest
 
     report = DoctorReport()
@@ -298,7 +302,7 @@ def run(ctx, *, now: datetime | None = None) -> DoctorReport:
         report.checks += checks
     report.checks.append(_safely("database", check_database, ctx))
     database_sound = report.checks[-1].status != FAIL
-    report.checks.append(_safely("pending", check_pending, ctx) if database_sound else
+    report.checks.append(_safely("pending", check_pending, ctx, utc) if database_sound else
                          Check("pending", WARN, "not read: the state database cannot be used"))
     report.checks.append(_safely("models", check_models, ctx, client, usable and client is not None and database_sound))
     report.checks.append(_safely("version", check_version))

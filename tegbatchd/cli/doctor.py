@@ -1,4 +1,4 @@
-"""`tegbatchd doctor [--json]`: flags and the one line per check."""
+"""`tegbatchd doctor [--utc] [--json]`: flags and the one line per check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tegbatchd.errors import EXIT_FAILED
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="check the whole set-up: service, notifications, key, endpoint, clock, "
                                       "database, pending work, models, version")
+    p.add_argument("--utc", action="store_true", help="times in UTC (default: your time zone, named)")
     add_json(p)
     p.set_defaults(func=cmd_doctor)
 
@@ -16,7 +17,7 @@ def register(sub) -> None:
 def cmd_doctor(args, ctx) -> int:
     from tegbatchd.actions.doctor import FAIL, run
 
-    report = run(ctx)
+    report = run(ctx, utc=args.utc)
     if ctx.json_output:
         ctx.emit_json(report.as_dict())
     else:
