@@ -8,6 +8,7 @@ Nothing is written but the Models API answers the store already keeps for a day.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -195,6 +196,7 @@ def _local(ts: str, utc: bool = False) -> str:
     when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
     if utc:
         return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    time.tzset()  # TZ may have changed since start-up (as in cli.times.shown_time)
     return when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
