@@ -177,7 +177,7 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
         learn = _learner(store, job, intent_id) if job["kind"] == "import" else None
         try:
             with store.synced_by_caller():  # each group's record waits for its files' sync, not a sync of its own
-                _stream(ctx, client, batch_id, intent_id, writer, report, on_file, learn)
+                _stream(ctx, client, job["id"], batch_id, intent_id, writer, report, on_file, learn)
         finally:
             writer.close()
         if report.state == "retrieved":
@@ -223,9 +223,9 @@ class _Group:
     writing the next group's files while this one is synced and recorded (never recorded before its
     files are written and synced)."""
 
-    def __init__(self, ctx, batch_id: str, writer: Writer, report: RetrieveReport, on_file):
+    def __init__(self, ctx, job_id: str, batch_id: str, writer: Writer, report: RetrieveReport, on_file):
         self.store, self.batch_id, self.writer, self.report, self.on_file = ctx.store, batch_id, writer, report, on_file
-        self.job_id = (self.store.get_batch(batch_id) or {}).get("job_id")
+        self.job_id = job_id
         self.records: dict[int, dict] = {}
         self.files = 0
         self.previous: tuple[dict[int, dict], int] | None = None
@@ -346,12 +346,12 @@ def _learner(store, job: dict, intent_id: int):
     return learn
 
 
-def _stream(ctx, client, batch_id: str, intent_id: int, writer: Writer, report: RetrieveReport, on_file,
-            learn=None) -> None:
+def _stream(ctx, client, job_id: str, batch_id: str, intent_id: int, writer: Writer, report: RetrieveReport,
+            on_file, learn=None) -> None:
     """Stream the result lines; look their requests up LOOKUP at a time; write, sync and record by GROUP.
     learn (an imported batch): records the requests the store does not know yet."""
     store = ctx.store
-    group = _Group(ctx, batch_id, writer, report, on_file)
+    group = _Group(ctx, job_id, batch_id, writer, report, on_file)
     seen_unknown: set[str] = set()
     waiting: list[tuple[str, dict]] = []
 

@@ -207,6 +207,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_BATCH_DAY = "substr(coalesce(b.created_at, i.created_at), 1, 10)"   # the day a receipt is priced on
 
 
 class RetrievalRow(NamedTuple):
@@ -1085,7 +1086,7 @@ class Store:
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
-        day = "substr(coalesce(b.created_at, i.created_at), 1, 10)"
+        day = _BATCH_DAY
         if since is not None:
             clauses.append(f"{day} >= ?")
             args.append(since)
@@ -1102,7 +1103,7 @@ class Store:
     def request_receipts(self, job_id: str, since: str | None = None) -> Iterator[dict]:
         """Each request attempt of a job that reported usage, in the shape of usage_receipts rows (one
         request each, with its custom_id and attempt), in the order sent: a job's receipt per request."""
-        day = "substr(coalesce(b.created_at, i.created_at), 1, 10)"
+        day = _BATCH_DAY
         sql = (f"SELECT s.job_id, j.title, j.mode, s.name AS stage, s.seq, r.model, {day} AS day, r.custom_id, "
                "r.attempt, 1 AS requests, coalesce(r.input_tokens, 0) AS input, coalesce(r.output_tokens, 0) AS output, "
                "coalesce(r.cache_write_tokens, 0) AS cache_write, coalesce(r.cache_write_1h_tokens, 0) AS "

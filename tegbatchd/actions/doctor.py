@@ -8,13 +8,13 @@ Nothing is written but the Models API answers the store already keeps for a day.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from tegbatchd import __version__
 from tegbatchd import api as api_mod
 from tegbatchd.errors import UserError
+from tegbatchd.times import shown_time
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 CLOCK_WARN_SECONDS = 60
@@ -191,15 +191,6 @@ def check_database(ctx) -> Check:
     return Check("database", OK, f"{path}: integrity ok, {mb}")
 
 
-def _local(ts: str, utc: bool = False) -> str:
-    """A recorded (UTC) time in this machine's zone, the zone named; in UTC with utc."""
-    when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    if utc:
-        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    time.tzset()  # TZ may have changed since start-up (as in cli.times.shown_time)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M %Z")
-
-
 def check_pending(ctx, utc: bool = False) -> Check:
     from tegbatchd.locks import is_locked
 
@@ -214,7 +205,7 @@ def check_pending(ctx, utc: bool = False) -> Check:
     if view["open_intents"]:
         parts.append(f"{view['open_intents']} submission(s) to send or reconcile")
     if view["next_poll_at"]:
-        parts.append(f"next poll {_local(view['next_poll_at'], utc)}")
+        parts.append(f"next poll {shown_time(view['next_poll_at'], utc=utc)}")
     detail = ", ".join(parts)
     if blocked:
         job = blocked[0]
@@ -317,6 +308,7 @@ def _raise(exc: Exception):
 
 def _go_on(job: dict) -> str:
     from tegbatchd.engine.outcome import go_on_command
+    from tegbatchd.engine.states import BUDGET
 
     command = go_on_command(job)
-    return command if "resume" in command else f"fix it, then {command}"
+    return command if job.get("blocked_kind") == BUDGET else f"fix it, then {command}"

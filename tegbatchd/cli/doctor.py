@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from tegbatchd.cli.options import add_json
+from tegbatchd.cli.times import add_utc
 from tegbatchd.errors import EXIT_FAILED
 
 
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="check the whole set-up: service, notifications, key, endpoint, clock, "
                                       "database, pending work, models, version")
-    p.add_argument("--utc", action="store_true", help="times in UTC (default: your time zone, named)")
+    add_utc(p)
     add_json(p)
     p.set_defaults(func=cmd_doctor)
 
