@@ -3,6 +3,7 @@
     python benchmarks/baselines.py sdk-loop     BATCH_ID OUT_DIR   # for r in client.messages.batches.results(id)
     python benchmarks/baselines.py stream-floor BATCH_ID OUT_DIR   # with_streaming_response, lines, json.loads
     python benchmarks/baselines.py old-dict     BATCH_ID OUT_DIR   # the old scripts: collect all, then write
+    python benchmarks/baselines.py durable-floor BATCH_ID OUT_DIR  # the floor, each file atomic, synced per 500
     python benchmarks/baselines.py sdk-create   REQUESTS.jsonl [MAX_PER_BATCH]  # create(requests=list)
     python benchmarks/baselines.py poll-each    IDS_FILE           # one retrieve per batch
 
@@ -56,6 +57,36 @@ def stream_floor(batch_id: str, out_dir: str) -> dict:
     return {"written": n}
 
 
+def durable_floor(batch_id: str, out_dir: str) -> dict:
+    """The floor with the durability a retrieval owes and nothing else (no records, no hand-edit checks):
+    each file written whole under its name (an anonymous file linked into place, as tegbatchd does on
+    Linux), the disk synced (syncfs) after every 500 files. What the guarantees cost on this machine."""
+    import ctypes
+    import os
+
+    syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    folder = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    n = 0
+    client = _client()
+    with client.messages.batches.with_streaming_response.results(batch_id) as response:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            obj = json.loads(line)
+            result = obj["result"]
+            if result["type"] == "succeeded":
+                text = "\n\n".join(b["text"] for b in result["message"]["content"] if b["type"] == "text")
+                fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=folder)
+                os.write(fd, text.encode())
+                os.link(f"/proc/self/fd/{fd}", f"{obj['custom_id']}.md", dst_dir_fd=folder, follow_symlinks=True)
+                os.close(fd)
+                n += 1
+                if n % 500 == 0:
+                    syncfs(folder)
+    syncfs(folder)
+    return {"written": n}
+
+
 def old_dict(batch_id: str, out_dir: str) -> dict:
     """The old workflow: every result collected in a dict (custom_id → result), then written."""
     results = {}
@@ -92,8 +123,8 @@ def poll_each(ids_file: str) -> dict:
     return {"batches": len(ids), "api_calls": len(ids), "in_progress": statuses.count("in_progress")}
 
 
-COMMANDS = {"sdk-loop": sdk_loop, "stream-floor": stream_floor, "old-dict": old_dict, "sdk-create": sdk_create,
-            "poll-each": poll_each}
+COMMANDS = {"sdk-loop": sdk_loop, "stream-floor": stream_floor, "durable-floor": durable_floor, "old-dict": old_dict,
+            "sdk-create": sdk_create, "poll-each": poll_each}
 
 if __name__ == "__main__":
     start = time.perf_counter()

@@ -1,10 +1,13 @@
 """The one file writer: every output, --now answer, assembled TEG file and state file is written here.
 
-Atomic: a temp file `.NAME.tmp-PID` beside the target, then a rename; a killed writer leaves at most
-temp files, swept (remove_stale_temps) the next time a writer opens that folder.
+Atomic: on Linux the text goes into an anonymous file (O_TMPFILE) in the target's folder, which is then
+linked under its name: a killed writer leaves nothing, and a new file costs one change of the folder, as
+a plain open() would. Over an existing file, and where there are no anonymous files, a temp file
+`.NAME.tmp-PID` is renamed over the target; a killed writer leaves at most such temp files, swept
+(remove_stale_temps) the next time a writer opens that folder.
 Safe: below a data root no symlink is ever followed. The root's own path is walked from "/" and each
 folder below it opened with O_NOFOLLOW relative to its parent's descriptor (created with
-mkdir(dir_fd=...) when missing); the temp file is written and renamed through the folder's descriptor.
+mkdir(dir_fd=...) when missing); each file is written and named through its folder's descriptor.
 A folder (or the data root, or the output itself) replaced by a symlink after submit raises UnsafePath:
 nothing is ever created or replaced outside the data root. Each folder is opened once per writer.
 Hand edits kept: given the sha256s recorded for a path, a file that differs from all of them (and from
@@ -37,12 +40,17 @@ CHUNK = 32                # files handed to a background thread at a time
 # sync() waits for the writes to reach the disk on Linux only; elsewhere (macOS: "the writing, although
 # scheduled, is not necessarily complete upon return") every file and its folder are fsynced instead.
 SYNC_WAITS = sys.platform.startswith("linux")
-WORKERS = 4               # background threads writing files (open/write/rename wait on the disk, not the GIL)
+WORKERS = 1               # background threads writing files (their system calls release the GIL): one
+# overlaps the disk with the caller's parsing; more contend for the folder's lock in the kernel (measured:
+# 4 threads took 2x the system time of 1 for 30,000 files in one folder, BENCHMARKS.md)
 _SYNC = -2                # a queued entry meaning "sync everything written before me"
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_ANON = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+# anonymous files (Linux): opened with O_TMPFILE, named by linking /proc/self/fd/N into the folder
+_ANONYMOUS = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 
 class UnsafePath(Exception):
@@ -157,6 +165,23 @@ def _replace(dfd: int, tmp: str, name: str, path: str) -> None:
     os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
 
 
+def _link(fd: int, dfd: int, name: str, path: str) -> None:
+    """Give an anonymous file its name inside one open folder (FileExistsError when the name is taken;
+    path: the target's full name, for tests' kill points)."""
+    os.link(_fd_path(fd), name, dst_dir_fd=dfd, follow_symlinks=True)
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _unlink_quiet(dfd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+
+
 def _write_out(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -188,7 +213,7 @@ class Writer:
     root: the trusted folder (the data root as recorded at submit); None: each file's own folder is
     trusted (state files). recorded(path) → the sha256s recorded for that output, consulted only when
     the file exists and differs from the new text; None (or force) overwrites. background=True writes
-    from WORKERS helper threads (open/write/rename release the GIL, so the disk's waits overlap each other
+    from WORKERS helper threads (open/write/link release the GIL, so the disk's waits overlap
     and the caller's parsing): use put(), put_sync() and collect()/done(), which return results in the
     order queued. Durability: sync() once per group before recording it (put_sync: after every write
     queued before it has finished); fsync=True syncs each file instead.
@@ -201,6 +226,7 @@ class Writer:
         self.mode, self.recorded, self.force, self.sweep = mode, recorded, force, sweep
         self.fsync = fsync or not SYNC_WAITS
         self._fds: dict[str, int] = {}
+        self._named_only: set[int] = set()  # folders whose filesystem has no anonymous files
         self._retired: list[int] = []   # folders dropped from the cache, closed once no queued write needs them
         self._lock = threading.Lock()
         self._chunk: list = []
@@ -326,56 +352,102 @@ class Writer:
     def _put(self, dfd: int, name: str, path: str, data) -> Written:
         if isinstance(data, str):
             data = data.encode("utf-8")
-        sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
-        target, beside, output = name, False, path
+        anon = self._open_anonymous(dfd)
+        if anon is None:
+            return self._put_named(dfd, name, path, data)
+        try:
+            sha = self._fill(anon, data)
+            try:
+                _link(anon, dfd, name, path)  # a new file: it appears whole under its name, or not at all
+                target, beside = name, False
+            except FileExistsError:  # there is something by that name: replaced (or kept) as below
+                target, path, beside = self._target(dfd, name, path, sha)
+                tmp = temp_name(target)
+                _unlink_quiet(dfd, tmp)  # a leftover of ours: never followed
+                os.link(_fd_path(anon), tmp, dst_dir_fd=dfd, follow_symlinks=True)
+                self._rename_in(dfd, tmp, target, path)
+        finally:
+            os.close(anon)
+        if self.fsync:
+            os.fsync(dfd)
+        return Written(path, sha, beside, os.path.join(os.path.dirname(path), name) if beside else path)
+
+    def _open_anonymous(self, dfd: int) -> int | None:
+        """A file with no name yet in the folder (Linux O_TMPFILE): nothing is left of it if the writer is
+        killed, and naming it is one step (a link) instead of a temp name and a rename. None where the
+        kernel or the filesystem has no such files (then a named temp file is used)."""
+        if not _ANONYMOUS or dfd in self._named_only:
+            return None
+        try:
+            return os.open(".", _ANON, self.mode, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP):
+                raise
+            self._named_only.add(dfd)
+            return None
+
+    def _fill(self, fd: int, data: bytes | Iterable[bytes]) -> str:
+        """Write the text into an open file (synced when self.fsync); return its sha256."""
+        if isinstance(data, bytes):
+            _write_out(fd, data)
+            sha = hashlib.sha256(data).hexdigest()
+        else:
+            digest = hashlib.sha256()
+            _write_all(fd, data, digest)
+            sha = digest.hexdigest()
+        if self.fsync:
+            os.fsync(fd)
+        return sha
+
+    def _target(self, dfd: int, name: str, path: str, sha: str | None) -> tuple[str, str, bool]:
+        """Where text with this sha256 goes when NAME may exist: (file name, its path, beside) — NAME itself,
+        or NAME.new.SUFFIX beside a version edited by hand. Raise UnsafePath for a symlink, IsADirectoryError
+        for anything but a file."""
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
-            st = None
-        if st is not None:
-            if stat.S_ISLNK(st.st_mode):
-                raise UnsafePath(path, path, "is a symlink now")
-            if not stat.S_ISREG(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a file", path)
-            if sha is not None and (self.recorded is not None and not self.force):
-                current = _sha_of(name, dfd)  # equal to the new text: ours (a run killed before recording it)
-                known = self.recorded(path)
-                if current != sha and current not in known:
-                    target, beside = _beside(dfd, name, {*known, sha}), True
-                    path = os.path.join(os.path.dirname(path), target)
+            return name, path, False
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath(path, path, "is a symlink now")
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a file", path)
+        if sha is not None and (self.recorded is not None and not self.force):
+            current = _sha_of(name, dfd)  # equal to the new text: ours (a run killed before recording it)
+            known = self.recorded(path)
+            if current != sha and current not in known:
+                target = _beside(dfd, name, {*known, sha})
+                return target, os.path.join(os.path.dirname(path), target), True
+        return name, path, False
+
+    def _rename_in(self, dfd: int, tmp: str, target: str, path: str) -> None:
+        try:
+            _replace(dfd, tmp, target, path)
+        except BaseException:
+            _unlink_quiet(dfd, tmp)
+            raise
+
+    def _put_named(self, dfd: int, name: str, path: str, data: bytes | Iterable[bytes]) -> Written:
+        """_put through a named temp file (where the system has no anonymous files)."""
+        sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
+        target, path, beside = self._target(dfd, name, path, sha)
+        output = os.path.join(os.path.dirname(path), name) if beside else path
         tmp = temp_name(target)
         try:
             fd = os.open(tmp, _NEW, self.mode, dir_fd=dfd)
         except FileExistsError:  # a leftover of ours: never followed, replaced
             os.unlink(tmp, dir_fd=dfd)
             fd = os.open(tmp, _NEW, self.mode, dir_fd=dfd)
-        digest = hashlib.sha256() if sha is None else None
         try:
-            _write_all(fd, (data,) if sha is not None else data, digest)
-            if self.fsync:
-                os.fsync(fd)
+            written = self._fill(fd, data)
         except BaseException:
             os.close(fd)
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except FileNotFoundError:
-                pass
+            _unlink_quiet(dfd, tmp)
             raise
         os.close(fd)
-        try:
-            _replace(dfd, tmp, target, path)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except FileNotFoundError:
-                pass
-            raise
+        self._rename_in(dfd, tmp, target, path)
         if self.fsync:
             os.fsync(dfd)
-        if sha is None:
-            assert digest is not None  # made exactly when the text was not hashed up front
-            sha = digest.hexdigest()
-        return Written(path, sha, beside, output)
+        return Written(path, sha or written, beside, output)
 
     # --- background writing -----------------------------------------------------------------------
     def put(self, path: str, data: str | bytes, tag) -> None:

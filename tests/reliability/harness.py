@@ -4,8 +4,9 @@
     python harness.py --trials DIR --role retrieve|daemon-poll
 
 --kill-at POINT:N makes the process SIGKILL itself (as `kill -9` would) at the Nth time it reaches POINT:
-  temp-written   before the Nth rename of an output: its temp file is complete, the output not there yet
-  renamed        just after the Nth rename of an output, before anything is recorded of it
+  temp-written   before the Nth output is given its name: its file is complete (an anonymous file, or a
+                 temp file with --named-temps or over an existing file), the output not there yet
+  renamed        just after the Nth output is given its name (linked or renamed), before it is recorded
   before-record  just before the Nth group of results is recorded (files written and synced)
   in-commit      inside the Nth transaction recording results, just before its COMMIT
   assembly       before the Nth file a TEG job assembles locally after a stage (combined reports)
@@ -17,6 +18,8 @@
   retry-recorded just after the Nth resubmission is recorded, before its batches are created
   created        just after the Nth batch create was answered, before its batch id is recorded
   attached       just after the Nth batch id is recorded (attach_batch)
+--named-temps writes every file through a named temp file and a rename, as where the system has no
+anonymous files (O_TMPFILE), so a test can see a killed or live writer's temp files.
 --pause-at POINT:N --paused FILE --resume FILE stops at that point instead (creating the first file)
 until the second exists: a live writer caught in the middle of a step.
 --ready FILE is created once everything is imported (a test can then kill at a moment of the real work).
@@ -65,17 +68,19 @@ def place_kill(point: str, n: int, _die=_die) -> None:
     if point in ("temp-written", "renamed"):
         from tegbatchd import writer
 
-        real_replace = writer._replace
+        def naming(real):
+            def name_it(fd, dfd, name, path):  # a rename (temp file) or a link (anonymous file)
+                is_output = os.path.realpath(path).startswith(data_root + os.sep)
+                if is_output and point == "temp-written" and hit():
+                    _die()
+                real(fd, dfd, name, path)
+                if is_output and point == "renamed" and hit():
+                    _die()
 
-        def replace(dfd, tmp, name, path):
-            is_output = os.path.realpath(path).startswith(data_root + os.sep)
-            if is_output and point == "temp-written" and hit():
-                _die()
-            real_replace(dfd, tmp, name, path)
-            if is_output and point == "renamed" and hit():
-                _die()
+            return name_it
 
-        writer._replace = replace
+        writer._replace = naming(writer._replace)
+        writer._link = naming(writer._link)
     elif point == "before-record":
         real_record = store_mod.Store.record_results
 
@@ -236,12 +241,17 @@ def main() -> int:
     parser.add_argument("--ready", type=Path)
     parser.add_argument("--trials", type=Path)
     parser.add_argument("--role", choices=("retrieve", "daemon-poll"))
+    parser.add_argument("--named-temps", action="store_true")
     parser.add_argument("args", nargs="*")
     opts = parser.parse_args()
     import anthropic  # noqa: F401 - loaded before the start signal, as the CLI would load it anyway
 
     from tegbatchd.cli import main as cli_main
 
+    if opts.named_temps:
+        from tegbatchd import writer
+
+        writer._ANONYMOUS = False
     if opts.trials:
         serve_trials(opts.trials, opts.role)
         return 0

@@ -121,7 +121,7 @@ def test_a_retrieval_starting_beside_a_live_writer_leaves_its_temp_file_alone(ap
                   check=True).json()["batch_ids"]
     assert len(batches) == 2  # one job, two batches, one output folder
     paused, resume = tmp_path / "paused", tmp_path / "resume"
-    first = harness(cli, "--pause-at", "temp-written:20", "--paused", str(paused), "--resume", str(resume), "--",
+    first = harness(cli, "--named-temps", "--pause-at", "temp-written:20", "--paused", str(paused), "--resume", str(resume), "--",
                     "retrieve", batches[0], "--json", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     folder = data_root / "commentary" / "misc"
     try:

@@ -132,9 +132,11 @@ def test_kill_9_at_random_moments_mid_retrieval(api_cli, tmp_path, data_root, _i
     assert {0, 500} <= recorded_after_kill  # kills landed before and after the first group was recorded
 
 
-def _killed_at(cli, point: str, batch: str | None, *argv: str) -> None:
+def _killed_at(cli, point: str, batch: str | None, *argv: str, named: bool = False) -> None:
+    """Run argv (default: retrieve the batch) and SIGKILL it at point; named: through named temp files."""
     argv = argv or ("retrieve", batch, "--json")
-    proc = harness(cli, "--kill-at", point, "--", *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = harness(cli, "--kill-at", point, *(["--named-temps"] if named else []), "--", *argv,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode} {err.decode()[-2000:]}"
     db = Path(cli.env["TEGBATCHD_HOME"]) / "state" / "state.db"
@@ -152,8 +154,14 @@ def test_kill_placed_inside_each_step(api_cli, tmp_path, data_root, _isolated_ho
     folder = data_root / "commentary" / "misc"
     rng = random.Random(SEED)
 
-    n = rng.randint(2, 400)  # after a temp file is written, before its rename
+    n = rng.randint(2, 200)  # an output's file complete, not given its name yet (an anonymous file on Linux)
     _killed_at(cli, f"temp-written:{n}", batch)
+    assert temp_files(data_root) == []  # the killed one went with the process: nothing to sweep
+    assert len(list(folder.glob("*.md"))) >= n - WRITER_THREADS and recorded(db) == 0
+    assert_each_own(folder, params, complete=False)
+
+    n += rng.randint(2, 200)  # the same through named temp files (a system without anonymous files; < GROUP)
+    _killed_at(cli, f"temp-written:{n}", batch, named=True)
     temps = temp_files(data_root)  # the killed one, and what the other writer threads had in hand
     assert 1 <= len(temps) <= WRITER_THREADS and len(list(folder.glob("*.md"))) >= n - WRITER_THREADS
     assert recorded(db) == 0
@@ -224,7 +232,7 @@ def test_a_kill_between_an_assembled_file_and_its_rename_leaves_no_temp_file(api
                                                                            _isolated_home):
     """Found by the kill suite: the assembly's temp file, left by a kill before its rename, stayed forever."""
     cli = _teg_job_with_its_narratives_submitted(api_cli)
-    _killed_at(cli, "temp-written:3", None, "poll", "--once")  # 2 narratives renamed, then the first combined
+    _killed_at(cli, "temp-written:3", None, "poll", "--once", named=True)  # 2 narratives, then the first combined
     folder = data_root / "commentary" / "round_reports"
     assert [p.name.split(".tmp")[0] for p in temp_files(data_root)] == [".teg_17_round_1_report.md"]
     cli("poll", "--once", check=True)
