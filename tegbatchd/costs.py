@@ -105,7 +105,9 @@ class Usage:
     thinking: int = 0       # part of output (billed as output), where the usage reports it
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+        return Usage(self.requests + other.requests, self.input + other.input,
+                     self.cache_write_5m + other.cache_write_5m, self.cache_write_1h + other.cache_write_1h,
+                     self.cache_read + other.cache_read, self.output + other.output, self.thinking + other.thinking)
 
     @classmethod
     def of_row(cls, row: dict) -> Usage:
@@ -216,13 +218,22 @@ def _planned(item: EstimateItem, *, primed: bool, first: bool) -> Usage:
 def estimate(config, items: list[EstimateItem], *, batch: bool = True, primed_keys: frozenset[str] = frozenset()
              ) -> Estimate:
     """Upper-bound cost of items as they are sent, and (`primed`) with the prefixes in `primed_keys` sent
-    first on the 1-hour cache (one write, the others read)."""
-    out = Estimate(len(items))
+    first on the 1-hour cache (one write, the others read). Usage is summed per model, then priced once
+    (a price is linear in the tokens)."""
+    as_sent: dict[str | None, Usage] = {}
+    primed_usage: dict[str | None, Usage] = {}
     seen: set[str] = set()
     for item in items:
-        out.cost = out.cost + priced(config, item.model, _planned(item, primed=False, first=True), batch=batch)
-        primed = item.prefix_key in primed_keys
+        model = item.model
+        plain = _planned(item, primed=False, first=True)
+        as_sent[model] = as_sent[model] + plain if model in as_sent else plain
         first = item.prefix_key not in seen
         seen.add(item.prefix_key)
-        out.primed = out.primed + priced(config, item.model, _planned(item, primed=primed, first=first), batch=batch)
+        usage = _planned(item, primed=item.prefix_key in primed_keys, first=first)
+        primed_usage[model] = primed_usage[model] + usage if model in primed_usage else usage
+    out = Estimate(len(items))
+    for model, usage in as_sent.items():
+        out.cost = out.cost + priced(config, model, usage, batch=batch)
+    for model, usage in primed_usage.items():
+        out.primed = out.primed + priced(config, model, usage, batch=batch)
     return out

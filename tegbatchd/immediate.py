@@ -162,7 +162,7 @@ class NowSender:
                     row = mine.get(json.loads(line)["custom_id"])  # the archive holds the sent ids
                     if row is not None:
                         rows[row["custom_id"]] = row
-                        items.append(Item(row["custom_id"], line.rstrip(b"\r\n"), Path(row["output_path"]),
+                        items.append(Item(row["custom_id"], line.rstrip(b"\r\n"), row["output_path"],
                                           row["model"], row["max_tokens"]))
         stage_ids = {store.get_intent(i)["stage_id"] for i in intent_ids}
         names = [s["name"] for s in store.stages(job["id"]) if s["id"] in stage_ids]
@@ -296,7 +296,8 @@ def _settle(ctx, writer: Writer, answer: Answer, rows: dict, run: NowRun, data_r
         ctx.store.add_event("kept_edit", note, job_id=run.job_id)
     truncated = " — stopped at max_tokens" if answer.message.get("stop_reason") == "max_tokens" else ""
     root = data_root.resolve()
-    shown = item.output.relative_to(root) if item.output.is_relative_to(root) else item.output
+    output = Path(item.output)
+    shown = output.relative_to(root) if output.is_relative_to(root) else output
     ctx.say(f"  ✓ {item.custom_id} → {shown} ({answer.seconds:.1f} s{tries}){truncated}")
     return {"id": row["id"], "outcome": Outcome.SUCCEEDED, "output_sha256": written.sha256, "written_at": now_iso(),
             "stop_reason": answer.message.get("stop_reason"), **usage_fields(answer.message)}

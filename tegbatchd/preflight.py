@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,8 +28,9 @@ class ModelUse:
     max_tokens: int | None = None   # the largest max_tokens asked of it
 
 
-def lint_params(params: object, *, allowed: frozenset[str], batch: bool = True) -> list[str]:
-    """Problems of one request's params, each naming the field; [] when it follows the documented rules."""
+def lint_params(params: object, *, allowed: frozenset[str], batch: bool = True, finite: bool = False) -> list[str]:
+    """Problems of one request's params, each naming the field; [] when it follows the documented rules.
+    finite: the caller knows its numbers are finite (see finite_text), so they are not walked again."""
     if not isinstance(params, dict):
         return ["params must be an object"]
     problems = [f"unknown parameter {k!r}" for k in params if k not in allowed]
@@ -67,7 +69,7 @@ def lint_params(params: object, *, allowed: frozenset[str], batch: bool = True) 
             problems.append(f"thinking.budget_tokens must be at least {MIN_THINKING_BUDGET}")
         elif isinstance(max_tokens, int) and budget >= max_tokens:
             problems.append("thinking.budget_tokens must be less than max_tokens")
-    if not _finite(params):
+    if not finite and not _finite(params):
         problems.append("the body holds NaN or Infinity (the API reads strict JSON)")
     return problems
 
@@ -83,6 +85,17 @@ def _content(value: object) -> bool:
                                                            for b in value)
 
 
+# A JSON number parses to an infinite float only with an exponent of 3 digits or more (e309) or 100 digits
+# in a row (a mantissa that long): a text with neither has only finite numbers (NaN and Infinity literals are
+# refused by the requests file's parser). Matches in strings only send the text the slow way.
+_MAYBE_HUGE = re.compile(rb"[eE]\+?0*[1-9][0-9]{2}|[0-9]{100}")
+
+
+def finite_text(raw: bytes) -> bool:
+    """True when every number in this JSON text (parsed without NaN/Infinity literals) is finite."""
+    return _MAYBE_HUGE.search(raw) is None
+
+
 def _finite(value: object) -> bool:
     try:
         json.dumps(value, allow_nan=False)
@@ -91,18 +104,38 @@ def _finite(value: object) -> bool:
     return True
 
 
+class ParamsLint:
+    """The params problems of requests, gathered as they are read (add), raised together (check)."""
+
+    def __init__(self) -> None:
+        from tegbatchd.api import message_param_names
+
+        self.allowed = message_param_names()
+        self.problems: list[str] = []
+
+    def add(self, label: str, params: object, raw: bytes | None = None) -> None:
+        """raw: the JSON text params came from (its numbers are then checked on the text, quicker)."""
+        finite = raw is not None and finite_text(raw)
+        self.problems += [f"{label}: {problem}" for problem in lint_params(params, allowed=self.allowed,
+                                                                            finite=finite)]
+
+    def check(self, source: str) -> None:
+        """Raise InputError listing the problems gathered; nothing is recorded."""
+        problems = self.problems
+        if problems:
+            shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+            message, details = listed(str(source), shown,
+                                      f"{source}: {len(problems)} request problem(s) the API would refuse; nothing "
+                                      "was sent", " (the API would refuse it); nothing was sent")
+            raise InputError(message, next_step="fix them and submit again", details=details)
+
+
 def lint_requests(requests, *, source: str) -> None:
     """Raise InputError listing the params problems of (label, params) pairs; nothing is recorded."""
-    from tegbatchd.api import message_param_names
-
-    allowed = message_param_names()
-    problems = [f"{label}: {problem}" for label, params in requests for problem in lint_params(params, allowed=allowed)]
-    if problems:
-        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
-        message, details = listed(str(source), shown,
-                                  f"{source}: {len(problems)} request problem(s) the API would refuse; nothing was sent",
-                                  " (the API would refuse it); nothing was sent")
-        raise InputError(message, next_step="fix them and submit again", details=details)
+    lint = ParamsLint()
+    for label, params in requests:
+        lint.add(label, params)
+    lint.check(source)
 
 
 def replacement(client, info: dict | None, model: str) -> str | None:

@@ -1051,6 +1051,12 @@ class Store:
                           [(i,) for i in request_ids])
             self._apply_counts(c, before, self._count_sums(c, request_ids))
 
+    def job_request_count(self, job_id: str) -> int:
+        """How many requests a job has recorded (every attempt)."""
+        return self.conn.execute(
+            "SELECT count(*) FROM requests r JOIN intents i ON i.id=r.intent_id JOIN stages s ON s.id=i.stage_id "
+            "WHERE s.job_id=?", (job_id,)).fetchone()[0]
+
     def job_requests(self, job_id: str) -> list[dict]:
         """Every request of a job with its batch id and stage."""
         return self._all(

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,7 +90,7 @@ class Item:
 
     custom_id: str
     line: bytes
-    output: Path
+    output: str          # the absolute output path
     model: str | None
     max_tokens: int | None
     id_at: int = _DUMP_HEAD
@@ -113,7 +113,7 @@ def _dump(custom_id: str, params: dict) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def _item(custom_id: str, params: dict, output: Path, raw: bytes | None = None, id_at: int = _DUMP_HEAD) -> Item:
+def _item(custom_id: str, params: dict, output: str, raw: bytes | None = None, id_at: int = _DUMP_HEAD) -> Item:
     """raw: the request's own line when it holds nothing else (archived as it came: no second dump)."""
     line = raw if raw is not None else _dump(custom_id, params)
     max_tokens = params.get("max_tokens")
@@ -121,7 +121,7 @@ def _item(custom_id: str, params: dict, output: Path, raw: bytes | None = None, 
                 max_tokens if isinstance(max_tokens, int) else None, id_at if raw is not None else _DUMP_HEAD)
 
 
-def archived_item(line: bytes, written_id: str, custom_id: str, output: Path, model: str | None,
+def archived_item(line: bytes, written_id: str, custom_id: str, output: str, model: str | None,
                   max_tokens: int | None) -> Item:
     """An Item from an archived line whose custom_id is written_id (the sent id of an earlier attempt)."""
     at = id_offset(line, written_id)
@@ -174,6 +174,9 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODE = json.JSONDecoder(parse_constant=_refuse_constant).decode  # (json.loads with an argument builds one per call)
+
+
 def _parse_line(raw: bytes) -> tuple[object, str | None]:
     """One JSONL line → (object, None), or (None, why it is not valid JSON)."""
     try:
@@ -183,7 +186,7 @@ def _parse_line(raw: bytes) -> tuple[object, str | None]:
     if _too_deep(raw):
         return None, f"nested more than {MAX_JSON_DEPTH} levels deep"
     try:
-        return json.loads(text, parse_constant=_refuse_constant), None
+        return _DECODE(text), None
     except ValueError as exc:  # JSONDecodeError, or NaN/Infinity
         return None, str(exc).split(":")[0]
     except RecursionError:  # not reached after _too_deep; kept so a deep line can never stop the run
@@ -224,8 +227,10 @@ def _params_problem(params: dict) -> str | None:
     return None
 
 
-def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]:
-    """Read and validate a JSONL file of {"custom_id", "params"} lines.
+def read_requests_file(path: Path, template: str, data_root: Path,
+                       on_params: Callable[[str, dict, bytes], None] | None = None) -> list[Item]:
+    """Read and validate a JSONL file of {"custom_id", "params"} lines (on_params: given each valid
+    request's custom_id, params and line as it is read, so the params are parsed once).
 
     Raise InputError naming the offending line numbers (bad JSON, missing fields, invalid or duplicate
     custom_ids, outputs escaping the data root or shared by two requests) before anything is sent.
@@ -295,13 +300,15 @@ def read_requests_file(path: Path, template: str, data_root: Path) -> list[Item]
             try:
                 if as_came and SURROGATE_ESCAPE.search(raw):  # what a dump would refuse, refused here too
                     json.dumps(obj, ensure_ascii=False).encode("utf-8")
-                item = _item(cid, params, Path(output), line if as_came else None, at or _DUMP_HEAD)
+                item = _item(cid, params, output, line if as_came else None, at or _DUMP_HEAD)
             except UnicodeEncodeError as exc:
                 problem(f"line {number}: holds a lone surrogate ({exc.object[exc.start]!r} escaped), "
                         "which is not valid Unicode")
                 continue
             outputs[output] = number
             items.append(item)
+            if on_params is not None:
+                on_params(cid, params, raw)
     _raise_problems(str(path), problems, "fix the file and submit again", total)
     if not items:
         raise InputError(f"{path} holds no requests", next_step="add one JSON object per line")
@@ -322,7 +329,7 @@ def items_from_plan(planned, data_root: Path) -> list[Item]:
             problems.append(f"custom_id {req.custom_id!r} is invalid or repeated")
             continue
         seen.add(req.custom_id)
-        items.append(_item(req.custom_id, req.params, Path(resolver.resolve(req.output))))
+        items.append(_item(req.custom_id, req.params, resolver.resolve(req.output)))
     _raise_problems("planned requests", problems, "this is a bug in the report builder; please report it")
     return items
 

@@ -217,3 +217,31 @@ def test_now_dry_run_shows_the_standard_price_it_pays_and_no_batches(cli, real_d
     assert js["estimated_cost_usd"] == js["standard_cost_usd"] > 0 and "batches" not in js
     batch = cli("submit", "round-reports", "--teg", "17", "--round", "1-2", "--dry-run", "--json", check=True).json()
     assert batch["standard_cost_usd"] == js["standard_cost_usd"] and batch["estimated_cost_usd"] < js["estimated_cost_usd"]
+
+
+def test_an_estimate_summed_per_model_equals_each_request_priced_alone():
+    """estimate() sums usage per model and prices it once (a price is linear in the tokens): the same
+    figures as pricing every request by itself, primed or not, with a model no table prices named."""
+    import dataclasses
+
+    from tegbatchd import costs
+
+    one = costs.Usage(*range(1, 8))
+    assert [getattr(one + one, f.name) for f in dataclasses.fields(costs.Usage)] == [2 * v for v in range(1, 8)]
+    config = {"prices": {}, "batch_discount": 0.5}
+    items = [costs.EstimateItem("claude-sonnet-5-5", 1000 + i, 500, "p1" if i % 2 else "", 800 if i % 2 else 0)
+             for i in range(7)]
+    items += [costs.EstimateItem("claude-haiku-4-5", 3000, 100, "p2", 2500, True) for _ in range(3)]
+    items += [costs.EstimateItem("no-such-model", 10, 10)]
+    keys = frozenset({"p1", "p2"})
+    got = costs.estimate(config, items, primed_keys=keys)
+    alone, primed, seen = costs.Cost(), costs.Cost(), set()
+    for item in items:
+        alone = alone + costs.priced(config, item.model, costs._planned(item, primed=False, first=True))
+        primed = primed + costs.priced(config, item.model, costs._planned(item, primed=item.prefix_key in keys,
+                                                                         first=item.prefix_key not in seen))
+        seen.add(item.prefix_key)
+    assert got.requests == 11 and got.cost.unknown_models == ("no-such-model",) == got.primed.unknown_models
+    assert (got.cost.batch, got.cost.standard) == pytest.approx((alone.batch, alone.standard), rel=1e-12)
+    assert (got.primed.batch, got.primed.standard) == pytest.approx((primed.batch, primed.standard), rel=1e-12)
+    assert got.primed.batch < got.cost.batch  # priming pays off here: the test compares figures that differ

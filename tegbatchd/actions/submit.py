@@ -70,7 +70,7 @@ def _requests_estimate(ctx, items: list[Item]) -> JobEstimate:
 
 def _report(ctx, job_id: str, title: str, batch_ids: list[str], deferred: list[str], client,
             job: JobEstimate) -> SubmitReport:
-    count = len(ctx.store.job_requests(job_id))
+    count = ctx.store.job_request_count(job_id)
     held = sum(i["request_count"] for s in ctx.store.stages(job_id) for i in ctx.store.intents_of_stage(s["id"])
                if i["state"] == IntentState.HELD)
     priming_note = ([f"cache priming: {count - held} request(s) sent first; the other {held}, which share their "
@@ -159,13 +159,17 @@ def _key_rejected(ctx, job_id: str) -> UserError:
                      "nothing was submitted", exit_code=EXIT_AUTH)
 
 
-def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool) -> list[str]:
-    """What the API would refuse is refused now, before anything is recorded: each request's params, and
-    (with a key) every model the job will use, asked of the Models API. Return warnings (deprecations)."""
+def _preflight(ctx, items: list[Item], uses, *, source: str, dry_run: bool, linted=None) -> list[str]:
+    """What the API would refuse is refused now, before anything is recorded: each request's params (linted:
+    a preflight.ParamsLint that saw them as they were read), and (with a key) every model the job will use,
+    asked of the Models API. Return warnings (deprecations)."""
     import json
 
     from tegbatchd import preflight
-    preflight.lint_requests(((i.custom_id, json.loads(i.line)["params"]) for i in items), source=source)
+    if linted is None:
+        preflight.lint_requests(((i.custom_id, json.loads(i.line)["params"]) for i in items), source=source)
+    else:
+        linted.check(source)
     try:
         client = make_client(ctx)
     except api_mod.NoApiKey as exc:
@@ -182,11 +186,15 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     answers replace outputs edited by hand instead of going beside them)."""
     data_root = ctx.data_root
     source = resolve_user_path(file, "the requests file")
-    items = read_requests_file(source, output, data_root)
+    from tegbatchd.preflight import ParamsLint
+
+    lint = ParamsLint()
+    items = read_requests_file(source, output, data_root, on_params=lint.add)
     pipeline = get_pipeline("requests")
     spec = {"source": str(source), "output": output, "label": label, **({"force": True} if force else {})}
     title = pipeline.title(spec)
-    warnings = _preflight(ctx, items, item_model_uses(items, source.name), source=str(source), dry_run=dry_run)
+    warnings = _preflight(ctx, items, item_model_uses(items, source.name), source=str(source), dry_run=dry_run,
+                          linted=lint)
     estimate = _requests_estimate(ctx, items)
     if dry_run:
         return _dry_run(ctx, title, items, [], warnings + _budget_note(ctx, estimate, max_cost), estimate)

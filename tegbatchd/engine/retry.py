@@ -83,7 +83,6 @@ def resubmit(ctx, job: dict, rows: list[dict], *, intent_state: IntentState = In
     """Archive and record new attempts for rows (latest failed or truncated attempts): one transaction.
 
     Return (intent ids, rows that cannot be sent because their archived line is gone)."""
-    from pathlib import Path
 
     from tegbatchd.paths import ensure_dir
     from tegbatchd.submission import archive_group, archived_item
@@ -108,7 +107,7 @@ def resubmit(ctx, job: dict, rows: list[dict], *, intent_state: IntentState = In
             max_tokens, written = row["max_tokens"], row["sent_id"]
             if row.get("raise_max_tokens"):
                 line, max_tokens = _raised(line, factor)
-            item = archived_item(line, written, row["custom_id"], Path(row["output_path"]), row["model"], max_tokens)
+            item = archived_item(line, written, row["custom_id"], row["output_path"], row["model"], max_tokens)
             by_stage[row["stage_id"]].append((item, row))
     if not by_stage:
         return [], unsendable
