@@ -5,7 +5,7 @@ network, no JSON), the floor's way and ours, in one process, the variants altern
 
   plain        open(path, "w").write(text)                      (what the streamed floor does per file)
   atomic       temp file (O_EXCL|O_NOFOLLOW via the folder fd) + rename, one os.sync per 500
-  ours         tegbatchd.writer.Writer with its helper thread, put() + a sync per 500 (what retrieve runs)
+  ours         tegbatchd.writer.Writer: put() per file, a sync per 500 waited for by its sync thread (as retrieve)
 
 No target: it shows how much of a retrieve's wall time is file creation and syncing on this machine.
 """
@@ -51,19 +51,23 @@ def atomic(folder: Path, n: int) -> None:
 
 
 def ours(folder: Path, n: int) -> None:
+    """As retrieve does it: each file put() by this thread, every 500 a sync by a helper thread (the one
+    before it waited for first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tegbatchd.writer import Writer
 
-    with Writer(folder, background=True) as writer:
-        queued = 0
+    with Writer(folder) as writer, ThreadPoolExecutor(1) as syncer:
+        flying = None
         for i in range(n):
             writer.put(f"{folder}/f{i:06d}.md", TEXT, i)
-            queued += 1
-            if queued == 500:
-                writer.put_sync()
-                writer.collect(queued + 1)
-                queued = 0
-        writer.put_sync()
-        writer.collect(queued + 1)
+            if (i + 1) % 500 == 0 or i + 1 == n:
+                writer.collect(500)
+                if flying is not None:
+                    flying.result()
+                flying = syncer.submit(writer.sync)
+        if flying is not None:
+            flying.result()
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tegbatchd import api as api_mod
@@ -19,9 +20,8 @@ from tegbatchd.writer import UnsafePath, Writer, Written
 
 log = logging.getLogger(__name__)
 
-GROUP = 500  # files written, synced once, then recorded in one transaction
+GROUP = 500  # files written, synced once, then recorded in one transaction (by the recorder thread)
 LOOKUP = 250  # result lines looked up in the store at a time (no map of the whole batch is held)
-BACKGROUND = True  # files written by helper threads while the main thread parses
 WRITTEN_SAMPLE = 10  # paths a report names (memory stays flat whatever the batch's size)
 STOP = threading.Event()  # set by the daemon on SIGTERM: finish the file being written, record, return
 
@@ -173,7 +173,7 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             report.anomalies.append(f"{len(rewritten)} recorded file(s) were missing and will be written again")
         job = store.get_job(batch["job_id"])
         writer = Writer(job["data_root"], recorded=store.recorded_shas,
-                        force=force or bool(job["spec"].get("force")), background=BACKGROUND)
+                        force=force or bool(job["spec"].get("force")))
         learn = _learner(store, job, intent_id) if job["kind"] == "import" else None
         try:
             with store.synced_by_caller():  # each group's record waits for its files' sync, not a sync of its own
@@ -217,82 +217,117 @@ def _refuse_foreign(ctx, client, batch: dict, total: int) -> RetrieveReport | No
 
 
 class _Group:
-    """Results on their way to the store: files queued to the writer, synced, then recorded together.
-
-    Pipelined: a full group is recorded only once the next one is full, so the writer's thread keeps
-    writing the next group's files while this one is synced and recorded (never recorded before its
-    files are written and synced)."""
+    """Results on their way to the store, GROUP at a time: each file written by this thread as its line is
+    read, then the group synced and recorded in one transaction by the recorder thread (its own connection)
+    while this thread reads and writes the next group. A group is never recorded before its files are
+    written and synced, and at most one group is in flight: when the next one is full, the one before it
+    has landed (recorded, reported, or its error raised here)."""
 
     def __init__(self, ctx, job_id: str, batch_id: str, writer: Writer, report: RetrieveReport, on_file):
         self.store, self.batch_id, self.writer, self.report, self.on_file = ctx.store, batch_id, writer, report, on_file
         self.job_id = job_id
         self.records: dict[int, dict] = {}
         self.files = 0
-        self.previous: tuple[dict[int, dict], int] | None = None
+        self.flying: dict[int, dict] = {}              # the group being synced and recorded
+        self.flying_written: list[tuple[Written, str]] = []
+        self.future: Future | None = None
         self.unsafe: dict[str, int] = {}
+        self._recorder: ThreadPoolExecutor | None = None
+        self._twin = None                              # the recorder thread's own connection (a Store)
 
     def queued(self, request_id: int) -> bool:
-        """Whether a result of this request is already on its way (this group or the one being written)."""
-        return request_id in self.records or (self.previous is not None and request_id in self.previous[0])
+        """Whether a result of this request is already on its way (this group or the one in flight)."""
+        return request_id in self.records or request_id in self.flying
 
     def add(self, record: dict, path: str | None = None, text: str | None = None) -> None:
         self.records[record["id"]] = record
         if path is not None:
+            self.files += 1  # (counted first: put gives a result even when it is interrupted)
             self.writer.put(path, text or "", (record, path))
-            self.files += 1
         if len(self.records) >= GROUP:
-            if self.files:
-                self.writer.put_sync()  # synced by the writer's thread, after this group's files
-            previous, self.previous = self.previous, (self.records, self.files)
-            self.records, self.files = {}, 0
-            if previous:
-                self._finish(*previous)
+            self._send()
 
     def flush(self) -> None:
-        """Record everything added so far (the previous group, then this one)."""
-        previous, self.previous = self.previous, None
+        """Record everything added so far, and wait for it."""
         try:
-            if previous:
-                self._finish(*previous)
+            if self.records or self.files:
+                self._send()
         finally:
-            records, files = self.records, self.files
-            self.records, self.files = {}, 0
-            if files:
-                self.writer.put_sync()
-            self._finish(records, files)
+            self._land()
 
-    def _finish(self, records: dict[int, dict], files: int) -> None:
-        """Wait for a group's files, sync once, record it in one transaction; then raise the first write
-        error (disk full, read-only), if any, with what was written recorded."""
-        error: BaseException | None = None
-        if files:
-            *results, (_, synced) = self.writer.collect(files + 1)  # the files, then the sync queued after them
-            if isinstance(synced, BaseException):  # the sync itself failed
-                error = synced
-                records = {}  # not known to be on disk: nothing of this group is recorded
-            for (record, output), result in results:
-                if record["id"] not in records:
-                    continue
-                if isinstance(result, Written):
-                    record["output_sha256"] = result.sha256
-                    self._written(result, output)
-                elif isinstance(result, UnsafePath):
-                    record.update(outcome=Outcome.ERRORED, error_type=UNSAFE_PATH, error_message=result.message[:500],
-                                  written_at=None, stop_reason=None)
-                    self.unsafe[result.where] = self.unsafe.get(result.where, 0) + 1
-                    self.report.unsafe.append(result.path)
-                else:
-                    del records[record["id"]]  # not written: stays to fetch on the next run
-                    error = error or result
-        if records:
-            self.store.record_results(list(records.values()))
+    def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.shutdown()
+            self._recorder = None
+        if self._twin is not None:
+            self._twin.close()
+            self._twin = None
+
+    def _send(self) -> None:
+        """Hand the group to the recorder thread (once the group before it has landed); a write error is
+        raised once what was written of the group is recorded."""
+        records, files = self.records, self.files
+        self.records, self.files = {}, 0
+        written, error = self._settle_writes(records, self.writer.collect(files) if files else [])
+        self._land()
+        if self._recorder is None:
+            self._recorder = ThreadPoolExecutor(1, thread_name_prefix="retrieval-recorder")
+            self._twin = self.store.twin()
+        self.flying, self.flying_written = records, written
+        self.future = self._recorder.submit(self._sync_and_record, records, bool(files))
         if error is not None:
-            path = getattr(error, "filename", None) or "an output"
-            why = getattr(error, "strerror", None) or error
-            self.store.add_event("write_error", f"{path}: {why}", batch_id=self.batch_id)
-            raise UserError(f"cannot write {path}: {why}",
-                            next_step=f"free space or fix permissions, then `tegbatchd retrieve {self.batch_id}` "
-                                      "(what was written is kept)")
+            self._land()
+            self._raise(error)
+
+    def _settle_writes(self, records: dict[int, dict], results) -> tuple[list[tuple[Written, str]], BaseException | None]:
+        """Each write's outcome into its record (sha256; an unsafe path a failure); a record whose file was
+        not written is dropped (fetched again on the next run). Return (what was written, the first error)."""
+        written: list[tuple[Written, str]] = []
+        error: BaseException | None = None
+        for (record, output), result in results:
+            if isinstance(result, Written):
+                record["output_sha256"] = result.sha256
+                written.append((result, output))
+            elif isinstance(result, UnsafePath):
+                record.update(outcome=Outcome.ERRORED, error_type=UNSAFE_PATH, error_message=result.message[:500],
+                              written_at=None, stop_reason=None)
+                self.unsafe[result.where] = self.unsafe.get(result.where, 0) + 1
+                self.report.unsafe.append(result.path)
+            else:
+                records.pop(record["id"], None)
+                error = error or result
+        return written, error
+
+    def _sync_and_record(self, records: dict[int, dict], wrote: bool) -> None:
+        """In the recorder thread: the disk synced, then the group recorded in one transaction."""
+        if wrote:
+            self.writer.sync()
+        if records:
+            assert self._twin is not None
+            self._twin.record_results(list(records.values()))
+
+    def _land(self) -> None:
+        """Wait for the group in flight: report its files, or raise its error (a failed sync: nothing of it
+        was recorded)."""
+        future, self.future = self.future, None
+        if future is None:
+            return
+        written, self.flying_written, self.flying = self.flying_written, [], {}
+        error = future.exception()
+        if error is not None:
+            self._raise(error)
+        for result, output in written:
+            self._written(result, output)
+
+    def _raise(self, error: BaseException) -> None:
+        if not isinstance(error, OSError | UnsafePath):
+            raise error  # interrupted (Ctrl-C) while writing, or a fault of ours: what was recorded stays
+        path = getattr(error, "filename", None) or "an output"
+        why = getattr(error, "strerror", None) or error
+        self.store.add_event("write_error", f"{path}: {why}", batch_id=self.batch_id)
+        raise UserError(f"cannot write {path}: {why}",
+                        next_step=f"free space or fix permissions, then `tegbatchd retrieve {self.batch_id}` "
+                                  "(what was written is kept)")
 
     def _written(self, result: Written, output: str) -> None:
         self.report.written += 1
@@ -407,7 +442,10 @@ def _stream(ctx, client, job_id: str, batch_id: str, intent_id: int, writer: Wri
             report.message = f"{exc}; {{left}} result(s) left — they are fetched on the next run"
             store.add_event("stream_cut", str(exc), batch_id=batch_id)
     finally:
-        group.flush()
+        try:
+            group.flush()
+        finally:
+            group.close()
         group.report_unsafe()
     if report.state == "incomplete":
         left = store.intent_open_count(intent_id)[1]

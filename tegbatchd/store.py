@@ -275,6 +275,13 @@ class Store:
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
+    def twin(self) -> Store:
+        """Another connection to this database, for a helper thread (a connection is not shared), with this
+        one's PRAGMA synchronous."""
+        twin = Store(_connect(self.path), self.path)
+        twin.conn.execute(f"PRAGMA synchronous={int(self.conn.execute('PRAGMA synchronous').fetchone()[0])}")
+        return twin
+
     # --- opening and migrations ---------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, *, migrate: bool = True) -> Store:

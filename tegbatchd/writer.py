@@ -23,27 +23,18 @@ import os
 import stat
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 OUTPUT_MODE = 0o644       # outputs and assembled files (less the umask)
 PRIVATE_MODE = 0o600      # state files: archives, summaries, config
 FOLDER_MODE = 0o755       # folders created for outputs (less the umask)
 TEMP_MARK = ".tmp-"
 MAX_OPEN_FOLDERS = 128
-CHUNK = 32                # files handed to a background thread at a time
 # sync() waits for the writes to reach the disk on Linux only; elsewhere (macOS: "the writing, although
 # scheduled, is not necessarily complete upon return") every file and its folder are fsynced instead.
 SYNC_WAITS = sys.platform.startswith("linux")
-WORKERS = 1               # background threads writing files (their system calls release the GIL): one
-# overlaps the disk with the caller's parsing; more contend for the folder's lock in the kernel (measured:
-# 4 threads took 2x the system time of 1 for 30,000 files in one folder, BENCHMARKS.md)
-_SYNC = -2                # a queued entry meaning "sync everything written before me"
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -212,16 +203,14 @@ class Writer:
 
     root: the trusted folder (the data root as recorded at submit); None: each file's own folder is
     trusted (state files). recorded(path) → the sha256s recorded for that output, consulted only when
-    the file exists and differs from the new text; None (or force) overwrites. background=True writes
-    from WORKERS helper threads (open/write/link release the GIL, so the disk's waits overlap
-    and the caller's parsing): use put(), put_sync() and collect()/done(), which return results in the
-    order queued. Durability: sync() once per group before recording it (put_sync: after every write
-    queued before it has finished); fsync=True syncs each file instead.
+    the file exists and differs from the new text; None (or force) overwrites. put() writes and keeps the
+    result for collect()/done() (a group's results, in order). Durability: sync() once per group before
+    recording it (safe to call from another thread while this one writes); fsync=True syncs each file.
     """
 
     def __init__(self, root: str | Path | None = None, *, mode: int = OUTPUT_MODE,
                  recorded: Callable[[str], Collection[str]] | None = None, force: bool = False,
-                 fsync: bool = False, background: bool = False, sweep: bool = True):
+                 fsync: bool = False, sweep: bool = True):
         self.root = os.fspath(root).rstrip("/") or "/" if root is not None else None
         self.mode, self.recorded, self.force, self.sweep = mode, recorded, force, sweep
         self.fsync = fsync or not SYNC_WAITS
@@ -229,19 +218,8 @@ class Writer:
         self._named_only: set[int] = set()  # folders whose filesystem has no anonymous files
         self._retired: list[int] = []   # folders dropped from the cache, closed once no queued write needs them
         self._lock = threading.Lock()
-        self._chunk: list = []
-        self._ready: list[Result] = []  # results received from the helper threads, not yet collected
-        # used only in background mode (self._pool is not None): chunks and syncs in the order queued
-        self._pending: deque[Future] = deque()
-        self._unsynced: list[Future] = []  # chunks queued since the last put_sync
-        self._pool: ThreadPoolExecutor | None = None
-        self._syncer: ThreadPoolExecutor | None = None
+        self._results: list[Result] = []  # of put(), not collected yet
         self._devices: dict[int, int] = {}  # st_dev -> a folder descriptor on that filesystem (for syncfs)
-        if background:  # (imported here: only retrieval writes in the background)
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="writer")
-            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="writer-sync")
 
     # --- folders ----------------------------------------------------------------------------------
     def _open_in(self, parent: int, part: str, shown: str, full: str, create: bool) -> tuple[int, bool]:
@@ -449,105 +427,30 @@ class Writer:
             os.fsync(dfd)
         return Written(path, sha or written, beside, output)
 
-    # --- background writing -----------------------------------------------------------------------
+    # --- queued writing -----------------------------------------------------------------------------
     def put(self, path: str, data: str | bytes, tag) -> None:
-        """Queue a write; its (tag, Written or the exception) comes back from collect() or done()."""
+        """Write a file now, in the caller's thread; its (tag, Written or the exception) comes back from
+        collect() or done(), in the order queued. (Written by helper threads instead, each file's four
+        system calls each waited for the GIL: slower, measured in BENCHMARKS.md.)"""
         try:
-            dfd, name = self._folder(path)  # folders opened here, in the caller's thread
-        except (UnsafePath, OSError) as exc:
-            self._chunk.append((tag, None, None, path, exc))
-        else:
-            self._chunk.append((tag, dfd, name, path, data))
-        if self._pool is not None and len(self._chunk) >= CHUNK:
-            self._send()
-
-    def _send(self) -> None:
-        if self._chunk and self._pool is not None:
-            future = self._pool.submit(self._run_chunk_safe, self._chunk)
-            self._chunk = []
-            self._pending.append(future)
-            self._unsynced.append(future)
-
-    def put_sync(self, tag=None) -> None:
-        """Queue a sync after the writes queued so far; its (tag, None) comes back once they are on disk
-        (synced by a helper thread once they have all finished: the caller goes on parsing meanwhile)."""
-        if self._syncer is None:
-            self._chunk.append((tag, _SYNC, None, None, None))
-            return
-        self._send()
-        before, self._unsynced = self._unsynced, []
-        self._pending.append(self._syncer.submit(self._sync_after, before, tag))
-
-    def _sync_after(self, before: list[Future], tag) -> list[Result]:
-        for future in before:
-            future.exception()  # wait for it (its own errors come back with its results)
-        try:
-            self.sync()
-        except OSError as exc:
-            return [(tag, exc)]
-        return [(tag, None)]
-
-    def _run_chunk(self, chunk: list) -> list[Result]:
-        out: list[Result] = []
-        for tag, dfd, name, path, data in chunk:
-            if dfd == _SYNC:
-                try:
-                    self.sync()
-                    out.append((tag, None))
-                except OSError as exc:
-                    out.append((tag, exc))
-                continue
-            if dfd is None:
-                out.append((tag, data))
-                continue
-            try:
-                out.append((tag, self._put(dfd, name, path, data)))
-            except (UnsafePath, OSError) as exc:
-                out.append((tag, exc))
-        return out
-
-    def _run_chunk_safe(self, chunk: list) -> list[Result]:
-        try:
-            return self._run_chunk(chunk)
-        except BaseException as exc:  # never leave collect() without a result per queued write
-            return [(tag, exc) for tag, *_ in chunk]
-
-    def flush(self) -> None:
-        """Hand what put() gathered to the helper threads now (without waiting)."""
-        self._send()
+            dfd, name = self._folder(path)
+            self._results.append((tag, self._put(dfd, name, path, data)))
+        except Exception as exc:  # noqa: BLE001 - every queued write gets its result, whatever went wrong
+            self._results.append((tag, exc))
+        except BaseException as exc:  # interrupted: still one result per write, then the interruption goes on
+            self._results.append((tag, exc))
+            raise
 
     def collect(self, count: int) -> list[Result]:
-        """Wait for the next `count` queued writes; return their (tag, Written or exception), in order."""
-        if self._pool is None:
-            while len(self._ready) < count and self._chunk:
-                chunk, self._chunk = self._chunk, []
-                self._ready += self._run_chunk(chunk)
-        else:
-            while len(self._ready) < count:
-                if not self._pending:
-                    self._send()
-                    if not self._pending:
-                        break  # asked for more than was queued
-                self._ready += self._pending.popleft().result()
-        out, self._ready = self._ready[:count], self._ready[count:]
-        if not self._ready and not self._pending and not self._chunk:
+        """The next `count` results of put(), as (tag, Written or exception), in the order queued."""
+        out, self._results = self._results[:count], self._results[count:]
+        if not self._results:
             self._close_retired()
         return out
 
     def done(self) -> list[Result]:
-        """Wait for every queued write; return (tag, Written or exception) in the order queued."""
-        if self._pool is None:
-            chunk, self._chunk = self._chunk, []
-            out = self._ready + self._run_chunk(chunk)
-        else:
-            self._send()
-            out = self._ready
-            while self._pending:
-                out += self._pending.popleft().result()
-            self._unsynced = []
-        self._ready = []
-        self._close_retired()
-        return out
+        """Every result of put() not collected yet, in the order queued."""
+        return self.collect(len(self._results))
 
     def _close_retired(self) -> None:
         for fd in self._retired:
@@ -571,11 +474,6 @@ class Writer:
                 raise OSError(err, f"syncfs: {os.strerror(err)}")
 
     def close(self) -> None:
-        if self._pool is not None and self._syncer is not None:
-            self.done()
-            self._pool.shutdown()
-            self._syncer.shutdown()
-            self._pool = self._syncer = None
         self.done()
         for fd in (*self._fds.values(), *self._devices.values()):
             os.close(fd)
