@@ -9,7 +9,6 @@ never cached by the API, so it is neither priced as a cache write nor primed.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -86,12 +85,22 @@ def cache_prefix(params: dict) -> Prefix | None:
     return Prefix(key, int(len(text) / CHARS_PER_TOKEN), one_hour, len(text))
 
 
-def estimate_item(line: bytes, model: str | None, max_tokens: int | None) -> EstimateItem:
-    """What an estimate needs of one archived request line (parsed only when it marks a cache prefix)."""
+def item_shape(item) -> EstimateItem:
+    """estimate_item of a submission.Item, worked out once per item (the estimate and priming both ask)."""
+    if item.shape is None:
+        item.shape = estimate_item(item.line, item.model, item.max_tokens)
+    return item.shape
+
+
+def estimate_item(line: bytes, model: str | None, max_tokens: int | None, params: dict | None = None
+                  ) -> EstimateItem:
+    """What an estimate needs of one archived request line (parsed only when it marks a cache prefix;
+    params: the line's params when the caller has them parsed already)."""
     item = EstimateItem(model, int(len(line) / CHARS_PER_TOKEN), max_tokens or 0)
     if b'"cache_control"' not in line:
         return item
-    params = json.loads(line).get("params") or {}
+    if params is None:
+        params = json.loads(line).get("params") or {}
     prefix = cache_prefix(params)
     if prefix is not None and prefix.cacheable(model):
         item.prefix_key, item.prefix_tokens, item.prefix_1h = prefix.key, prefix.tokens, prefix.one_hour
@@ -108,11 +117,18 @@ def primable(items: list[EstimateItem]) -> frozenset[str]:
 
 
 def on_one_hour_cache(params: dict) -> dict:
-    """A copy of params whose cache marks ask for the 1-hour cache (the same blocks, so the same prefix)."""
-    out = copy.deepcopy(params)
+    """A copy of params whose cache marks ask for the 1-hour cache (the same blocks, so the same prefix).
+    Only the marked blocks and their lists are new; the rest is shared with params (neither is changed)."""
+    out = dict(params)
     for group in ("tools", "system"):
-        for block in out.get(group) or []:
-            if isinstance(block, dict) and block.get("cache_control"):
-                block["cache_control"] = {**block["cache_control"], "ttl": "1h"} \
-                    if isinstance(block["cache_control"], dict) else {"type": "ephemeral", "ttl": "1h"}
+        blocks = out.get(group)
+        if isinstance(blocks, list):
+            out[group] = [_one_hour(block) if isinstance(block, dict) and block.get("cache_control") else block
+                          for block in blocks]
     return out
+
+
+def _one_hour(block: dict) -> dict:
+    control = block["cache_control"]
+    return {**block, "cache_control": {**control, "ttl": "1h"} if isinstance(control, dict)
+            else {"type": "ephemeral", "ttl": "1h"}}

@@ -48,7 +48,7 @@ def priming_on(config) -> bool:
 
 def items_estimate(config, items, *, batch: bool = True) -> tuple[costs.Estimate, bool]:
     """(estimate, whether priming applies) of validated items (submission.Item)."""
-    shapes = [caching.estimate_item(i.line, i.model, i.max_tokens) for i in items]
+    shapes = [caching.item_shape(i) for i in items]
     keys = caching.primable(shapes) if batch and priming_on(config) else frozenset()
     return costs.estimate(config, shapes, batch=batch, primed_keys=keys), bool(keys)
 

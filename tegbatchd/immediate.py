@@ -182,7 +182,7 @@ def run_job_now(ctx, kind: str, spec: dict, title: str, stages: list[str]) -> in
     client = make_client(ctx)  # no key: nothing is recorded
     store, settings = ctx.store, ctx.config["now"]
     settle_interrupted(ctx)
-    job_id = store.create_job(new_job_id(), kind, title, spec, str(ctx.data_root), stages, mode="now")
+    job_id = store.create_job(new_job_id, kind, title, spec, str(ctx.data_root), stages, mode="now")
     run = NowRun(job_id)
     sender = NowSender(Sender(client, TokenBudget(settings["tokens_per_minute"]), settings["max_attempts"]), run,
                        settings["concurrency"])

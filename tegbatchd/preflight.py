@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,7 +29,8 @@ class ModelUse:
 
 def lint_params(params: object, *, allowed: frozenset[str], batch: bool = True, finite: bool = False) -> list[str]:
     """Problems of one request's params, each naming the field; [] when it follows the documented rules.
-    finite: the caller knows its numbers are finite (see finite_text), so they are not walked again."""
+    finite: the caller knows its numbers are finite (its parser saw every float), so they are not walked
+    again."""
     if not isinstance(params, dict):
         return ["params must be an object"]
     problems = [f"unknown parameter {k!r}" for k in params if k not in allowed]
@@ -85,17 +85,6 @@ def _content(value: object) -> bool:
                                                            for b in value)
 
 
-# A JSON number parses to an infinite float only with an exponent of 3 digits or more (e309) or 100 digits
-# in a row (a mantissa that long): a text with neither has only finite numbers (NaN and Infinity literals are
-# refused by the requests file's parser). Matches in strings only send the text the slow way.
-_MAYBE_HUGE = re.compile(rb"[eE]\+?0*[1-9][0-9]{2}|[0-9]{100}")
-
-
-def finite_text(raw: bytes) -> bool:
-    """True when every number in this JSON text (parsed without NaN/Infinity literals) is finite."""
-    return _MAYBE_HUGE.search(raw) is None
-
-
 def _finite(value: object) -> bool:
     try:
         json.dumps(value, allow_nan=False)
@@ -113,9 +102,8 @@ class ParamsLint:
         self.allowed = message_param_names()
         self.problems: list[str] = []
 
-    def add(self, label: str, params: object, raw: bytes | None = None) -> None:
-        """raw: the JSON text params came from (its numbers are then checked on the text, quicker)."""
-        finite = raw is not None and finite_text(raw)
+    def add(self, label: str, params: object, finite: bool = False) -> None:
+        """finite: params came from a parser that saw every float finite (no second walk)."""
         self.problems += [f"{label}: {problem}" for problem in lint_params(params, allowed=self.allowed,
                                                                             finite=finite)]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from tegbatchd.caching import estimate_item, on_one_hour_cache, primable
+from tegbatchd.caching import item_shape, on_one_hour_cache, primable
 from tegbatchd.estimates import priming_on
 from tegbatchd.submission import Item, archive_intents, with_params
 
@@ -28,7 +28,7 @@ def split_for_priming(config, items: list[Item]) -> tuple[list[Item], list[Item]
     each shared prefix, and the requests that share none."""
     if not priming_on(config):
         return None
-    shapes = [estimate_item(i.line, i.model, i.max_tokens) for i in items]
+    shapes = [item_shape(i) for i in items]
     keys = primable(shapes)
     if not keys:
         return None

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -400,15 +400,25 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, tuple(args))]
 
     # --- jobs and stages -------------------------------------------------------------------------
-    def create_job(self, job_id: str, kind: str, title: str, spec: dict, data_root: str,
+    def create_job(self, job_id: str | Callable[[], str], kind: str, title: str, spec: dict, data_root: str,
                    stage_names: list[str], mode: str = "batch", *, max_cost_usd: float | None = None,
                    estimate_usd: float | None = None) -> str:
         """Record a job and its stages (all 'waiting'), with its own spending limit and its estimate if it
-        has them."""
+        has them; return its id: job_id, or one drawn from it (drawn again while the id is taken: two
+        submits in the same second may draw the same one)."""
+        given = job_id
         with self.tx() as c:
-            c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
-                      "VALUES(?,?,?,?,?,?,?,?)",
-                      (job_id, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE, now_iso()))
+            for _ in range(20 if callable(given) else 1):
+                new = given() if callable(given) else given
+                taken = c.execute("INSERT INTO jobs(id, kind, title, spec, data_root, mode, state, created_at) "
+                                  "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                                  (new, kind, title, json.dumps(spec), data_root, mode, JobState.ACTIVE,
+                                   now_iso())).rowcount == 0
+                if not taken:
+                    break
+            else:
+                raise StoreError(f"job id {new} is taken", next_step="run the same command again")
+            job_id = new
             if max_cost_usd is not None:
                 c.execute("UPDATE jobs SET max_cost_usd=? WHERE id=?", (max_cost_usd, job_id))
             if estimate_usd is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import stat
@@ -17,8 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tegbatchd import api as api_mod
+from tegbatchd.caching import estimate_item
 from tegbatchd.engine.states import ARCHIVE_MISSING, CREATE_REFUSED, IntentState
 from tegbatchd.errors import InputError, listed
 from tegbatchd.locks import file_lock
@@ -95,6 +98,7 @@ class Item:
     max_tokens: int | None
     id_at: int = _DUMP_HEAD
     id_len: int = field(default=-1)
+    shape: Any = field(default=None, repr=False, compare=False)  # its estimate (caching.item_shape), once
 
     def __post_init__(self) -> None:
         if self.id_len < 0:
@@ -174,10 +178,21 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODE = json.JSONDecoder(parse_constant=_refuse_constant).decode  # (json.loads with an argument builds one per call)
+def _decoder() -> tuple[Callable[[str], object], list[bool]]:
+    """A strict JSON decoder (no NaN/Infinity) for one file's lines, and a flag it sets when a float parses
+    infinite (1e999: valid JSON, refused by the API), so params need no second walk to check them."""
+    infinite = [False]
+
+    def parse_float(text: str) -> float:
+        value = float(text)
+        if value in (math.inf, -math.inf):
+            infinite[0] = True
+        return value
+
+    return json.JSONDecoder(parse_constant=_refuse_constant, parse_float=parse_float).decode, infinite
 
 
-def _parse_line(raw: bytes) -> tuple[object, str | None]:
+def _parse_line(raw: bytes, decode: Callable[[str], object]) -> tuple[object, str | None]:
     """One JSONL line → (object, None), or (None, why it is not valid JSON)."""
     try:
         text = raw.decode("utf-8")
@@ -186,7 +201,7 @@ def _parse_line(raw: bytes) -> tuple[object, str | None]:
     if _too_deep(raw):
         return None, f"nested more than {MAX_JSON_DEPTH} levels deep"
     try:
-        return _DECODE(text), None
+        return decode(text), None
     except ValueError as exc:  # JSONDecodeError, or NaN/Infinity
         return None, str(exc).split(":")[0]
     except RecursionError:  # not reached after _too_deep; kept so a deep line can never stop the run
@@ -228,9 +243,9 @@ def _params_problem(params: dict) -> str | None:
 
 
 def read_requests_file(path: Path, template: str, data_root: Path,
-                       on_params: Callable[[str, dict, bytes], None] | None = None) -> list[Item]:
+                       on_params: Callable[[str, dict, bool], None] | None = None) -> list[Item]:
     """Read and validate a JSONL file of {"custom_id", "params"} lines (on_params: given each valid
-    request's custom_id, params and line as it is read, so the params are parsed once).
+    request's custom_id, params and whether its floats are all finite as it is read: parsed once).
 
     Raise InputError naming the offending line numbers (bad JSON, missing fields, invalid or duplicate
     custom_ids, outputs escaping the data root or shared by two requests) before anything is sent.
@@ -250,6 +265,7 @@ def read_requests_file(path: Path, template: str, data_root: Path,
     seen: dict[str, int] = {}
     outputs: dict[str, int] = {}
     resolver = OutputResolver(data_root)
+    decode, infinite = _decoder()
 
     def problem(text: str) -> None:
         nonlocal total
@@ -264,7 +280,8 @@ def read_requests_file(path: Path, template: str, data_root: Path,
                 continue
             if not raw.strip():
                 continue
-            obj, why = _parse_line(raw)
+            infinite[0] = False
+            obj, why = _parse_line(raw, decode)
             if why:
                 problem(f"line {number}: not valid JSON ({why})")
                 continue
@@ -305,10 +322,11 @@ def read_requests_file(path: Path, template: str, data_root: Path,
                 problem(f"line {number}: holds a lone surrogate ({exc.object[exc.start]!r} escaped), "
                         "which is not valid Unicode")
                 continue
+            item.shape = estimate_item(item.line, item.model, item.max_tokens, params)  # (params in hand)
             outputs[output] = number
             items.append(item)
             if on_params is not None:
-                on_params(cid, params, raw)
+                on_params(cid, params, not infinite[0])
     _raise_problems(str(path), problems, "fix the file and submit again", total)
     if not items:
         raise InputError(f"{path} holds no requests", next_step="add one JSON object per line")

@@ -202,7 +202,7 @@ def submit_requests(ctx, file: str, output: str, *, label: str | None = None, dr
     client = make_client(ctx)
     store = ctx.store
     _refuse_conflicts(ctx, [str(i.output) for i in items], again)
-    job_id = store.create_job(new_job_id(), "requests", title, spec, str(data_root), pipeline.stages(spec),
+    job_id = store.create_job(new_job_id, "requests", title, spec, str(data_root), pipeline.stages(spec),
                               max_cost_usd=max_cost, estimate_usd=estimate.total.cost.batch)
     stage = store.stages(job_id)[0]
     ids, _ = priming.record_stage(ctx, job_id, stage, items, [], intent_state=IntentState.OPEN, prime=True)
@@ -258,7 +258,7 @@ def submit_teg(ctx, kind: str, args) -> SubmitReport | DryRunReport | int:
         return run_job_now(ctx, kind, spec, title, stages)
     client = make_client(ctx)
     store = ctx.store
-    job_id = store.create_job(new_job_id(), kind, title, spec, str(data_root), stages, max_cost_usd=max_cost,
+    job_id = store.create_job(new_job_id, kind, title, spec, str(data_root), stages, max_cost_usd=max_cost,
                               estimate_usd=estimate.total.cost.batch)
     try:
         done = advance(ctx, job_id, BatchSender(lambda: client), wait=30)
