@@ -5,6 +5,7 @@ network, no JSON), the floor's way and ours, in one process, the variants altern
 
   plain        open(path, "w").write(text)                      (what the streamed floor does per file)
   atomic       temp file (O_EXCL|O_NOFOLLOW via the folder fd) + rename, one os.sync per 500
+  anonymous    O_TMPFILE file + link into place, one syncfs per 500 (the durable floor's way)
   ours         tegbatchd.writer.Writer: put() per file, a sync per 500 waited for by its sync thread (as retrieve)
 
 No target: it shows how much of a retrieve's wall time is file creation and syncing on this machine.
@@ -31,6 +32,23 @@ def plain(folder: Path, n: int) -> None:
     for i in range(n):
         with open(f"{folder}/f{i:06d}.md", "w") as fh:
             fh.write(TEXT)
+
+
+def anonymous(folder: Path, n: int) -> None:
+    import ctypes
+
+    syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    data = TEXT.encode()
+    for i in range(n):
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=dfd)
+        os.write(fd, data)
+        os.link(f"/proc/self/fd/{fd}", f"f{i:06d}.md", dst_dir_fd=dfd, follow_symlinks=True)
+        os.close(fd)
+        if i % 500 == 499:
+            syncfs(dfd)
+    syncfs(dfd)
+    os.close(dfd)
 
 
 def atomic(folder: Path, n: int) -> None:
@@ -75,7 +93,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    variants = {"plain": plain, "atomic": atomic, "ours": ours}
+    variants = {"plain": plain, "atomic": atomic, "anonymous": anonymous, "ours": ours}
     times: dict[str, list[float]] = {k: [] for k in variants}
     base = Path(tempfile.mkdtemp(prefix="tegbench-disk-"))
     try:
@@ -87,7 +105,8 @@ def main() -> None:
                 start = time.perf_counter()
                 fn(folder, args.n)
                 times[name].append(round(time.perf_counter() - start, 3))
-                shutil.rmtree(folder)
+                # (kept until the end: deleting 30,000 files keeps this filesystem busy for seconds after,
+                # which fell on the next variant's run)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
