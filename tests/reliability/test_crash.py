@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tegbatchd import writer as writer_mod
 from tests.conftest import assert_own_answer, request_params, write_requests
 from tests.reliability.support import (
     TEMPLATE,
