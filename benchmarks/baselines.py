@@ -39,10 +39,9 @@ def sdk_loop(batch_id: str, out_dir: str) -> dict:
     return {"written": n}
 
 
-def stream_floor(batch_id: str, out_dir: str) -> dict:
-    """The floor: streamed lines, json.loads, open().write() (no atomicity, no records)."""
-    n = 0
-    client = _client()
+def _streamed_texts(batch_id: str):
+    """(custom_id, text) of each succeeded result: streamed lines, json.loads (the floors' shared part)."""
+    client = _client()  # (held by this generator while it streams)
     with client.messages.batches.with_streaming_response.results(batch_id) as response:
         for line in response.iter_lines():
             if not line:
@@ -50,10 +49,17 @@ def stream_floor(batch_id: str, out_dir: str) -> dict:
             obj = json.loads(line)
             result = obj["result"]
             if result["type"] == "succeeded":
-                text = "\n\n".join(b["text"] for b in result["message"]["content"] if b["type"] == "text")
-                with open(f"{out_dir}/{obj['custom_id']}.md", "w") as fh:
-                    fh.write(text)
-                n += 1
+                yield obj["custom_id"], "\n\n".join(b["text"] for b in result["message"]["content"]
+                                                     if b["type"] == "text")
+
+
+def stream_floor(batch_id: str, out_dir: str) -> dict:
+    """The floor: streamed lines, json.loads, open().write() (no atomicity, no records)."""
+    n = 0
+    for custom_id, text in _streamed_texts(batch_id):
+        with open(f"{out_dir}/{custom_id}.md", "w") as fh:
+            fh.write(text)
+        n += 1
     return {"written": n}
 
 
@@ -67,23 +73,16 @@ def durable_floor(batch_id: str, out_dir: str) -> dict:
     syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     folder = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
     n = 0
-    client = _client()
-    with client.messages.batches.with_streaming_response.results(batch_id) as response:
-        for line in response.iter_lines():
-            if not line:
-                continue
-            obj = json.loads(line)
-            result = obj["result"]
-            if result["type"] == "succeeded":
-                text = "\n\n".join(b["text"] for b in result["message"]["content"] if b["type"] == "text")
-                fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=folder)
-                os.write(fd, text.encode())
-                os.link(f"/proc/self/fd/{fd}", f"{obj['custom_id']}.md", dst_dir_fd=folder, follow_symlinks=True)
-                os.close(fd)
-                n += 1
-                if n % 500 == 0:
-                    syncfs(folder)
+    for custom_id, text in _streamed_texts(batch_id):
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=folder)
+        os.write(fd, text.encode())
+        os.link(f"/proc/self/fd/{fd}", f"{custom_id}.md", dst_dir_fd=folder, follow_symlinks=True)
+        os.close(fd)
+        n += 1
+        if n % 500 == 0:
+            syncfs(folder)
     syncfs(folder)
+    os.close(folder)
     return {"written": n}
 
 

@@ -330,6 +330,7 @@ class Writer:
     def _put(self, dfd: int, name: str, path: str, data) -> Written:
         if isinstance(data, str):
             data = data.encode("utf-8")
+        output = path
         anon = self._open_anonymous(dfd)
         if anon is None:
             return self._put_named(dfd, name, path, data)
@@ -348,7 +349,7 @@ class Writer:
             os.close(anon)
         if self.fsync:
             os.fsync(dfd)
-        return Written(path, sha, beside, os.path.join(os.path.dirname(path), name) if beside else path)
+        return Written(path, sha, beside, output)
 
     def _open_anonymous(self, dfd: int) -> int | None:
         """A file with no name yet in the folder (Linux O_TMPFILE): nothing is left of it if the writer is
@@ -407,8 +408,8 @@ class Writer:
     def _put_named(self, dfd: int, name: str, path: str, data: bytes | Iterable[bytes]) -> Written:
         """_put through a named temp file (where the system has no anonymous files)."""
         sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
+        output = path
         target, path, beside = self._target(dfd, name, path, sha)
-        output = os.path.join(os.path.dirname(path), name) if beside else path
         tmp = temp_name(target)
         try:
             fd = os.open(tmp, _NEW, self.mode, dir_fd=dfd)
