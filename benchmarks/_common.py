@@ -59,6 +59,10 @@ class Run:
     code: int
     stdout: str = ""
     stderr: str = ""
+    user_s: float = 0.0  # the CPU split: user (the process's own work) and system (the kernel's, for it)
+    sys_s: float = 0.0
+    helpers_peak_rss_mb: float = 0.0  # the peak of tegbatchd's write helper process(es), the child's children
+    helpers_private_mb: float = 0.0   # of which its own (the rest: the interpreter's pages, shared with the child)
 
     def brief(self) -> dict:
         d = asdict(self)
@@ -69,7 +73,8 @@ class Run:
 
 def measure(label: str, cmd: list[str], *, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 3600) -> Run:
-    """Run cmd to completion: wall time, user+sys CPU (os.wait4) and peak RSS of that child alone.
+    """Run cmd to completion: wall time, user+sys CPU (os.wait4: with its reaped children's) and peak RSS
+    of that child, and apart the peak of its write helper process (tegbatchd/write_helper.py), if any.
 
     Peak RSS is the child's VmHWM read from /proc every 10 ms until it exits (its own address space);
     ru_maxrss is not used for it because it also counts the parent's RSS at the fork. A child too quick
@@ -80,6 +85,8 @@ def measure(label: str, cmd: list[str], *, env: dict | None = None, cwd: Path | 
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         deadline = start + timeout
         hwm = 0.0
+        helpers: dict[int, float] = {}
+        private: dict[int, float] = {}
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -90,6 +97,10 @@ def measure(label: str, cmd: list[str], *, env: dict | None = None, cwd: Path | 
                 break
             try:
                 hwm = max(hwm, proc_rss_mb(proc.pid).get("VmHWM", 0.0))
+                for kid in _children(proc.pid):  # (not other children: one forked, not exec'd yet, shows the
+                    if _is_helper(kid):          # parent's pages as its own)
+                        helpers[kid] = max(helpers.get(kid, 0.0), proc_rss_mb(kid).get("VmHWM", 0.0))
+                        private[kid] = max(private.get(kid, 0.0), _private_mb(kid))
             except OSError:
                 pass
             time.sleep(0.01)
@@ -99,13 +110,42 @@ def measure(label: str, cmd: list[str], *, env: dict | None = None, cwd: Path | 
         err.seek(0)
         return Run(label, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
                    hwm or round(usage.ru_maxrss / 1024, 1), proc.returncode,
-                   out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"))
+                   out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
+                   round(usage.ru_utime, 3), round(usage.ru_stime, 3), round(sum(helpers.values()), 1),
+                   round(sum(private.values()), 1))
 
 
 def check(run: Run) -> Run:
     if run.code != 0:
         raise SystemExit(f"{run.label} failed (exit {run.code}):\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
     return run
+
+
+def _children(pid: int) -> list[int]:
+    """The live children of a process (each thread's list, /proc/<pid>/task/<tid>/children)."""
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(k) for k in fh.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _is_helper(pid: int) -> bool:
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return b"write_helper" in fh.read()
+
+
+def _private_mb(pid: int) -> float:
+    """Private_Clean + Private_Dirty of a process (/proc/<pid>/smaps_rollup): the memory it alone adds."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
 
 
 def proc_rss_mb(pid: int) -> dict:

@@ -3,7 +3,7 @@ the plain SDK loop, the streamed floor and the old collect-then-write workflow, 
 
     python benchmarks/bench_retrieval.py [--n 100000] [--small 10000] [--also 30000] [--repeat 3] [--baselines stream-floor]
 
-Targets: peak RSS of our retrieve < 100 MB and flat in N (< 10 MB growth from --small to --n); wall
+Targets: peak RSS of our retrieve (plus its write helper process's own pages) < 100 MB and flat in N (< 10 MB growth from --small to --n); wall
 <= 1.0x the floor at each size (and <= 0.5x the SDK loop), every durability guarantee kept. The
 durable floor (the floor with each file atomic and the disk synced per 500, nothing recorded) splits a
 gap into the disk's part (durable floor / floor) and ours (ours / durable floor). Before each run the page cache is flushed (os.sync) so no run pays for another's
@@ -97,7 +97,13 @@ def main() -> None:
                                                            for r in rows]))
         return
     ours = by[(big, "ours")]
-    checks = {"peak_rss_mb": {"value": ours["peak_rss_mb"], "target": "< 100", "ok": ours["peak_rss_mb"] < 100}}
+    def peak_of(row: dict) -> float:  # the retrieving process's peak and what its write helper adds (its own
+        return round(row["peak_rss_mb"] + row.get("helpers_private_mb", 0.0), 1)  # pages; the rest is shared)
+
+    peak = peak_of(ours)
+    checks = {"peak_rss_mb (+ the write helper's own)": {"value": peak, "target": "< 100", "ok": peak < 100},
+              "the write helper's RSS (no target; shared pages in it)": {
+                  "value": ours.get("helpers_peak_rss_mb", 0.0), "target": "-", "ok": True}}
     for n in sorted({r["n"] for r in rows}):
         if (n, "stream-floor") in by:
             value = round(by[(n, "ours")]["wall_s"] / by[(n, "stream-floor")]["wall_s"], 3)
@@ -115,11 +121,13 @@ def main() -> None:
         checks["vs_sdk_loop"] = {"value": value, "target": "<= 0.5", "ok": value <= 0.5}
     if args.small:
         small = by[(args.small, "ours")]
-        growth = ours["peak_rss_mb"] - small["peak_rss_mb"]
+        growth = peak - peak_of(small)
         checks["rss_growth_mb"] = {"value": round(growth, 1), "target": f"flat ({args.small:,} → {big:,}: < 10 MB)",
                                    "ok": growth < 10}
-    print(table(["N", "run", "wall s", "cpu s", "peak RSS MB", "files", "x ours wall"],
-                [[r["n"], r["what"], r["wall_s"], r["cpu_s"], r["peak_rss_mb"], r["files"],
+    print(table(["N", "run", "wall s", "cpu s", "user s", "sys s", "peak RSS MB", "helper RSS / own MB", "files",
+                 "x ours wall"],
+                [[r["n"], r["what"], r["wall_s"], r["cpu_s"], r["user_s"], r["sys_s"], r["peak_rss_mb"],
+                  f"{r.get('helpers_peak_rss_mb', 0.0)} / {r.get('helpers_private_mb', 0.0)}", r["files"],
                   round(r["wall_s"] / by[(r["n"], "ours")]["wall_s"], 2)] for r in rows]))
     print()
     print(table(["check", "value", "target", "verdict"],

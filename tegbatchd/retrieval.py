@@ -173,7 +173,7 @@ def retrieve_batch(ctx, client, batch_id: str, *, wait: float | None = None, on_
             report.anomalies.append(f"{len(rewritten)} recorded file(s) were missing and will be written again")
         job = store.get_job(batch["job_id"])
         writer = Writer(job["data_root"], recorded=store.recorded_shas,
-                        force=force or bool(job["spec"].get("force")))
+                        force=force or bool(job["spec"].get("force")), helper=True)
         learn = _learner(store, job, intent_id) if job["kind"] == "import" else None
         try:
             with store.synced_by_caller():  # each group's record waits for its files' sync, not a sync of its own

@@ -27,6 +27,8 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tegbatchd.write_helper import EXISTS, IN_FLIGHT, NO_ANONYMOUS, OK, Helper, HelperGone
+
 OUTPUT_MODE = 0o644       # outputs and assembled files (less the umask)
 PRIVATE_MODE = 0o600      # state files: archives, summaries, config
 FOLDER_MODE = 0o755       # folders created for outputs (less the umask)
@@ -42,6 +44,7 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _ANON = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 # anonymous files (Linux): opened with O_TMPFILE, named by linking /proc/self/fd/N into the folder
 _ANONYMOUS = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+HELPER_ALLOWED = os.environ.get("TEGBATCHD_WRITE_HELPER", "1") != "0"  # 0: every file written in-process
 
 
 class UnsafePath(Exception):
@@ -198,6 +201,15 @@ def _write_all(fd: int, chunks: Iterable[bytes], digest) -> None:
         _write_out(fd, joined)
 
 
+class _Sent(NamedTuple):
+    """A file handed to the helper process, kept until it answers (to be written here if it could not)."""
+    dfd: int
+    name: str
+    path: str
+    data: bytes
+    sha: str
+
+
 class Writer:
     """Writes files atomically below a root without following symlinks; keeps hand edits.
 
@@ -210,7 +222,7 @@ class Writer:
 
     def __init__(self, root: str | Path | None = None, *, mode: int = OUTPUT_MODE,
                  recorded: Callable[[str], Collection[str]] | None = None, force: bool = False,
-                 fsync: bool = False, sweep: bool = True):
+                 fsync: bool = False, sweep: bool = True, helper: bool = False):
         self.root = os.fspath(root).rstrip("/") or "/" if root is not None else None
         self.mode, self.recorded, self.force, self.sweep = mode, recorded, force, sweep
         self.fsync = fsync or not SYNC_WAITS
@@ -218,8 +230,12 @@ class Writer:
         self._named_only: set[int] = set()  # folders whose filesystem has no anonymous files
         self._retired: list[int] = []   # folders dropped from the cache, closed once no queued write needs them
         self._lock = threading.Lock()
-        self._results: list[Result] = []  # of put(), not collected yet
+        self._results: list[list] = []  # [tag, result] of put(), not collected yet
         self._devices: dict[int, int] = {}  # st_dev -> a folder descriptor on that filesystem (for syncfs)
+        # put()'s new files made by a helper process (tegbatchd.write_helper) on the other core: Linux only
+        self._use_helper = helper and _ANONYMOUS and not self.fsync and HELPER_ALLOWED
+        self._helper: Helper | None = None
+        self._sent: list[list] = []  # results of put() the helper has not answered for yet
 
     # --- folders ----------------------------------------------------------------------------------
     def _open_in(self, parent: int, part: str, shown: str, full: str, create: bool) -> tuple[int, bool]:
@@ -303,6 +319,8 @@ class Writer:
 
     def _cache(self, key: str, fd: int, existed: bool) -> int:
         if len(self._fds) >= MAX_OPEN_FOLDERS:
+            if self._helper is not None:
+                self._helper.forget_folders()
             root = self._fds.pop("", None)
             self._retired += self._fds.values()
             self._fds = {"": root} if root is not None else {}
@@ -430,24 +448,86 @@ class Writer:
 
     # --- queued writing -----------------------------------------------------------------------------
     def put(self, path: str, data: str | bytes, tag) -> None:
-        """Write a file now, in the caller's thread; its (tag, Written or the exception) comes back from
-        collect() or done(), in the order queued. (Written by helper threads instead, each file's four
-        system calls each waited for the GIL: slower, measured in BENCHMARKS.md.)"""
+        """Write a file; its (tag, Written or the exception) comes back from collect() or done(), in the
+        order queued. With helper=True a new file is made by the helper process (answered at collect);
+        else now, in the caller's thread. (Written by helper threads instead, each file's four system
+        calls each waited for the GIL: slower, measured in BENCHMARKS.md.)"""
+        slot: list = [tag, None]
+        self._results.append(slot)
         try:
             dfd, name = self._folder(path)
-            self._results.append((tag, self._put(dfd, name, path, data)))
+            if self._use_helper and dfd not in self._named_only:
+                if self._send(slot, dfd, name, path, data):
+                    return
+            slot[1] = self._put(dfd, name, path, data)
         except Exception as exc:  # noqa: BLE001 - every queued write gets its result, whatever went wrong
-            self._results.append((tag, exc))
+            slot[1] = exc
         except BaseException as exc:  # interrupted: still one result per write, then the interruption goes on
-            self._results.append((tag, exc))
+            slot[1] = exc
+            raise
+
+    def _send(self, slot: list, dfd: int, name: str, path: str, data: str | bytes) -> bool:
+        """Hand a file to the helper process (started on first use); False when there is none."""
+        if self._helper is None:
+            try:
+                self._helper = Helper(self.mode)
+            except OSError:  # (no process to be had: written here, as on a system without anonymous files)
+                self._use_helper = False
+                return False
+        elif not self._helper.alive:
+            return False
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        slot[1] = _Sent(dfd, name, path, data, hashlib.sha256(data).hexdigest())
+        self._sent.append(slot)
+        try:
+            self._helper.send(dfd, os.fsencode(name), data)
+        except HelperGone:
+            pass  # answered at collect: written here
+        if self._helper.in_flight >= IN_FLIGHT:
+            self._answer()
+        return True
+
+    def _answer(self) -> None:
+        """The helper's statuses for the files sent to it, into their results; what it could not make
+        (a name that exists, no anonymous files there, the helper gone) is written here now."""
+        sent, self._sent = self._sent, []
+        if not sent:
+            return
+        try:
+            statuses = None
+            if self._helper is not None and self._helper.alive:
+                try:
+                    statuses = self._helper.barrier()
+                except HelperGone:
+                    pass  # each of them written here (one it made already is found to hold this very text)
+            for i, slot in enumerate(sent):
+                job: _Sent = slot[1]
+                status = statuses[i] if statuses is not None else EXISTS
+                try:
+                    if status == OK:
+                        slot[1] = Written(job.path, job.sha, False, job.path)
+                    elif status > 0:
+                        slot[1] = OSError(status, os.strerror(status), job.path)
+                    else:
+                        if status == NO_ANONYMOUS:
+                            self._named_only.add(job.dfd)
+                        slot[1] = self._put(job.dfd, job.name, job.path, job.data)
+                except Exception as exc:  # noqa: BLE001 - as in put()
+                    slot[1] = exc
+        except BaseException as exc:  # interrupted: every file not answered yet gets the interruption
+            for slot in sent:
+                if isinstance(slot[1], _Sent):
+                    slot[1] = exc
             raise
 
     def collect(self, count: int) -> list[Result]:
         """The next `count` results of put(), as (tag, Written or exception), in the order queued."""
+        self._answer()
         out, self._results = self._results[:count], self._results[count:]
         if not self._results:
             self._close_retired()
-        return out
+        return [(tag, result) for tag, result in out]
 
     def done(self) -> list[Result]:
         """Every result of put() not collected yet, in the order queued."""
@@ -475,7 +555,12 @@ class Writer:
                 raise OSError(err, f"syncfs: {os.strerror(err)}")
 
     def close(self) -> None:
-        self.done()
+        try:
+            self.done()
+        finally:
+            if self._helper is not None:
+                self._helper.close()
+                self._helper = None
         for fd in (*self._fds.values(), *self._devices.values()):
             os.close(fd)
         self._fds, self._devices = {}, {}

@@ -81,6 +81,8 @@ def place_kill(point: str, n: int, _die=_die) -> None:
 
         writer._replace = naming(writer._replace)
         writer._link = naming(writer._link)
+        writer.HELPER_ALLOWED = False  # these points are the in-process writer's steps (the helper process
+        # makes new files otherwise: killing the retrieving process there is the random kill test's part)
     elif point == "before-record":
         real_record = store_mod.Store.record_results
 
