@@ -217,17 +217,19 @@ def _refuse_foreign(ctx, client, batch: dict, total: int) -> RetrieveReport | No
 
 
 class _Group:
-    """Results on their way to the store, GROUP at a time: each file written by this thread as its line is
-    read, then the group synced and recorded in one transaction by the recorder thread (its own connection)
-    while this thread reads and writes the next group. A group is never recorded before its files are
-    written and synced, and at most one group is in flight: when the next one is full, the one before it
-    has landed (recorded, reported, or its error raised here)."""
+    """Results on their way to the store, GROUP at a time, in three overlapping steps: each file is made
+    as its line is read (by the write helper process on Linux, else by this thread); a group later its
+    files' outcomes are collected and the group handed to the recorder thread (its own connection), which
+    syncs the disk and records it in one transaction. A group is never recorded before its files are
+    made and synced; two groups at most are in flight: when a group is full, the one before it is handed
+    on and the one before that has landed (recorded, reported, or its error raised here)."""
 
     def __init__(self, ctx, job_id: str, batch_id: str, writer: Writer, report: RetrieveReport, on_file):
         self.store, self.batch_id, self.writer, self.report, self.on_file = ctx.store, batch_id, writer, report, on_file
         self.job_id = job_id
         self.records: dict[int, dict] = {}
         self.files = 0
+        self.made: tuple[dict[int, dict], int] | None = None  # the group whose files are being made (helper)
         self.flying: dict[int, dict] = {}              # the group being synced and recorded
         self.flying_written: list[tuple[Written, str]] = []
         self.future: Future | None = None
@@ -236,8 +238,9 @@ class _Group:
         self._twin = None                              # the recorder thread's own connection (a Store)
 
     def queued(self, request_id: int) -> bool:
-        """Whether a result of this request is already on its way (this group or the one in flight)."""
-        return request_id in self.records or request_id in self.flying
+        """Whether a result of this request is already on its way (this group or one in flight)."""
+        return (request_id in self.records or request_id in self.flying
+                or (self.made is not None and request_id in self.made[0]))
 
     def add(self, record: dict, path: str | None = None, text: str | None = None) -> None:
         self.records[record["id"]] = record
@@ -252,6 +255,9 @@ class _Group:
         try:
             if self.records or self.files:
                 self._send()
+            if self.made is not None:
+                made, self.made = self.made, None
+                self._pass_on(*made)
         finally:
             self._land()
 
@@ -264,10 +270,18 @@ class _Group:
             self._twin = None
 
     def _send(self) -> None:
-        """Hand the group to the recorder thread (once the group before it has landed); a write error is
-        raised once what was written of the group is recorded."""
+        """End the group: its files are being made (by the write helper, if there is one) while the next
+        group is parsed; the group before it, made by now, is passed on to the recorder thread."""
         records, files = self.records, self.files
         self.records, self.files = {}, 0
+        self.writer.mark()
+        made, self.made = self.made, (records, files)
+        if made is not None:
+            self._pass_on(*made)
+
+    def _pass_on(self, records: dict[int, dict], files: int) -> None:
+        """Hand a group to the recorder thread (once the group before it has landed); a write error is
+        raised once what was written of the group is recorded."""
         written, error = self._settle_writes(records, self.writer.collect(files) if files else [])
         self._land()
         if self._recorder is None:

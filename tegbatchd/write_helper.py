@@ -10,7 +10,8 @@ so a file appears whole under its name or not at all.
   symlink; the helper opens no path itself.
 - What it cannot do, it hands back (a name that exists: maybe a hand edit; a folder without anonymous
   files; an error) and the writer does or reports it: the helper never replaces a file.
-- It answers only at a barrier: the status of every file since the last one, in order.
+- It answers only at a barrier: the status of every file since the last one, in order. The writer reads
+  a group's answer a group later, so neither waits for the other.
 - It dies with the retrieving process (end of its socket; PDEATHSIG), ignores Ctrl-C and SIGTERM (the
   retrieving process decides when to stop), and leaves nothing half-written if killed.
 
@@ -36,6 +37,7 @@ _ANON = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 _NO_ANONYMOUS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
 SEND_AT = 1 << 16      # frames are sent in pieces of about this many bytes
 IN_FLIGHT = 16 << 20   # at most this much text awaits its status (more: a barrier first)
+SEND_ROOM = 4 << 20    # the socket's send buffer asked for
 
 
 class HelperGone(Exception):
@@ -63,6 +65,10 @@ class Helper:
             raise
         data_child.close()
         fds_child.close()
+        try:  # room for a burst of files while the helper is off the CPU (the system caps it: wmem_max)
+            data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_ROOM)
+        except OSError:
+            pass
         self._data, self._fds = data, fds
         self._ids: dict[int, int] = {}   # writer's folder descriptor -> id the helper knows it by
         self._buffer = bytearray()
@@ -100,13 +106,18 @@ class Helper:
         if len(self._buffer) >= SEND_AT:
             self._flush()
 
-    def barrier(self) -> array:
-        """Statuses of every file sent since the last barrier, in order (OK, EXISTS, NO_ANONYMOUS or an
-        errno); raise HelperGone when the helper is not there."""
+    def barrier(self) -> int:
+        """End a group: the helper answers for every file sent since the last barrier once it has made
+        them (read with statuses(), in order; not waited for here). Return how many files it covers."""
         self._buffer += HEADER.pack(BARRIER, 0, 0)
-        self._flush()
         count = self.sent
         self.sent = self.in_flight = 0
+        self._flush()
+        return count
+
+    def statuses(self, count: int) -> array:
+        """The answer to the oldest barrier not read yet: `count` statuses, in the order the files were sent
+        (OK, EXISTS, NO_ANONYMOUS or an errno). Raise HelperGone when the helper is not there."""
         raw = self._io(lambda: _read_exact(self._data, 4 * count))
         statuses = array("i")
         statuses.frombytes(raw)
@@ -136,6 +147,9 @@ class Helper:
         except (OSError, EOFError) as exc:
             self.alive = False
             raise HelperGone(f"the write helper has stopped ({exc})") from exc
+        except BaseException:  # interrupted mid-frame: the stream is out of step, so it is not used again
+            self.alive = False
+            raise
 
 
 def _read_exact(sock: socket.socket, size: int) -> bytes:

@@ -23,6 +23,7 @@ import os
 import stat
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -235,7 +236,9 @@ class Writer:
         # put()'s new files made by a helper process (tegbatchd.write_helper) on the other core: Linux only
         self._use_helper = helper and _ANONYMOUS and not self.fsync and HELPER_ALLOWED
         self._helper: Helper | None = None
-        self._sent: list[list] = []  # results of put() the helper has not answered for yet
+        self._sent: list[list] = []  # results of put() sent to the helper since its last barrier
+        self._marks: deque[tuple[list[list], bool]] = deque()  # groups ended (barrier sent?), not answered yet
+        self._flight = 0             # bytes of text sent and not answered yet
 
     # --- folders ----------------------------------------------------------------------------------
     def _open_in(self, parent: int, part: str, shown: str, full: str, create: bool) -> tuple[int, bool]:
@@ -480,29 +483,45 @@ class Writer:
             data = data.encode("utf-8")
         slot[1] = _Sent(dfd, name, path, data, hashlib.sha256(data).hexdigest())
         self._sent.append(slot)
+        self._flight += len(data)
         try:
             self._helper.send(dfd, os.fsencode(name), data)
         except HelperGone:
             pass  # answered at collect: written here
-        if self._helper.in_flight >= IN_FLIGHT:
-            self._answer()
+        if self._flight >= IN_FLIGHT:
+            self.mark()
+            while self._marks:
+                self._answer_group()
         return True
 
-    def _answer(self) -> None:
-        """The helper's statuses for the files sent to it, into their results; what it could not make
-        (a name that exists, no anonymous files there, the helper gone) is written here now."""
-        sent, self._sent = self._sent, []
-        if not sent:
+    def mark(self) -> None:
+        """End a group of put()s: the helper process answers for them once it has made them, read at
+        collect() (so a group's files are made while the next one is parsed). Nothing to do without it."""
+        if not self._sent:
             return
+        sent, self._sent = self._sent, []
+        ended = self._helper is not None and self._helper.alive
+        if ended:
+            try:
+                self._helper.barrier()  # type: ignore[union-attr]
+            except HelperGone:
+                ended = False
+        self._marks.append((sent, ended))
+
+    def _answer_group(self) -> None:
+        """The helper's statuses for the oldest group ended, into its results; what it could not make (a
+        name that exists, no anonymous files there, the helper gone) is written here now."""
+        sent, ended = self._marks.popleft()
         try:
             statuses = None
-            if self._helper is not None and self._helper.alive:
+            if ended and self._helper is not None and self._helper.alive:
                 try:
-                    statuses = self._helper.barrier()
+                    statuses = self._helper.statuses(len(sent))
                 except HelperGone:
                     pass  # each of them written here (one it made already is found to hold this very text)
             for i, slot in enumerate(sent):
                 job: _Sent = slot[1]
+                self._flight -= len(job.data)
                 status = statuses[i] if statuses is not None else EXISTS
                 try:
                     if status == OK:
@@ -515,15 +534,22 @@ class Writer:
                         slot[1] = self._put(job.dfd, job.name, job.path, job.data)
                 except Exception as exc:  # noqa: BLE001 - as in put()
                     slot[1] = exc
-        except BaseException as exc:  # interrupted: every file not answered yet gets the interruption
+        except BaseException as exc:  # interrupted: every file of the group not answered yet gets it
             for slot in sent:
                 if isinstance(slot[1], _Sent):
                     slot[1] = exc
             raise
 
     def collect(self, count: int) -> list[Result]:
-        """The next `count` results of put(), as (tag, Written or exception), in the order queued."""
-        self._answer()
+        """The next `count` results of put(), as (tag, Written or exception), in the order queued (waiting
+        for the helper's answer to them, if it has not come)."""
+        count = min(count, len(self._results))
+        if count:
+            last = self._results[count - 1]
+            while isinstance(last[1], _Sent):
+                if not self._marks:
+                    self.mark()
+                self._answer_group()
         out, self._results = self._results[:count], self._results[count:]
         if not self._results:
             self._close_retired()

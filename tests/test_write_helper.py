@@ -178,3 +178,34 @@ def test_the_helper_goes_when_the_retrieving_process_is_killed(tmp_path):
     for name in names:
         text = (tmp_path / name).read_text()
         assert text in ("x" * 5000, "y" * 5000), name  # each file whole or not there
+
+
+def test_a_group_is_answered_when_collected_in_order_while_the_next_is_being_made(tmp_path):
+    texts = {str(tmp_path / f"{i:02d}.md"): f"text {i}" for i in range(25)}
+    paths = list(texts)
+    with Writer(tmp_path, helper=True) as w:
+        for path in paths[:10]:
+            w.put(path, texts[path], path)
+        w.mark()  # not waited for
+        for path in paths[10:20]:
+            w.put(path, texts[path], path)
+        w.mark()
+        for path in paths[20:]:
+            w.put(path, texts[path], path)
+        first = w.collect(10)
+        assert [tag for tag, _ in first] == paths[:10]
+        assert all(isinstance(r, Written) for _, r in first)
+        assert len(w._marks) == 1  # the second group's answer is read when it is collected, not before
+        rest = w.collect(15)
+    assert [tag for tag, _ in rest] == paths[10:] and all(isinstance(r, Written) for _, r in rest)
+    assert all(open(p).read() == t for p, t in texts.items())
+
+
+def test_text_waiting_for_the_helpers_answer_stays_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer, "IN_FLIGHT", 10_000)
+    with Writer(tmp_path, helper=True) as w:
+        for i in range(40):
+            w.put(str(tmp_path / f"{i}.md"), "x" * 2_000, i)
+            assert w._flight < 10_000  # answered once that much was waiting, though no group was ended
+        results = w.done()
+    assert len(results) == 40 and all(isinstance(r, Written) for _, r in results)
