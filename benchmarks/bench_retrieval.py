@@ -22,6 +22,7 @@ from _common import (
     check,
     emulator,
     measure,
+    proc_cpu_s,
     save,
     small_requests,
     table,
@@ -51,16 +52,19 @@ def run_size(root, emu, n: int, baselines: list[str], repeat: int = 1) -> list[d
                                                      f"ours-{tag}/{{custom_id}}.md", "--json"), env=env))
         batch_id = json.loads(sub.stdout)["batch_ids"][0]
         os.sync()
+        before = proc_cpu_s(emu.proc.pid)
         ours = check(measure(f"tegbatchd retrieve ({n:,})", tegbatchd("retrieve", batch_id, "--json"), env=env))
         report = json.loads(ours.stdout)
         runs["ours"].append({"n": n, "what": "ours", **ours.brief(), "files": _count(root / "data" / f"ours-{tag}"),
-                             "state": report["state"]})
+                             "state": report["state"], "emulator_cpu_s": round(proc_cpu_s(emu.proc.pid) - before, 2)})
         for name in baselines:
             out = root / "data" / f"{name}-{tag}"
             out.mkdir()
             os.sync()
+            before = proc_cpu_s(emu.proc.pid)
             run = check(measure(f"{name} ({n:,})", [PY, str(BASELINES), name, batch_id, str(out)], env=env))
-            runs[name].append({"n": n, "what": name, **run.brief(), "files": _count(out)})
+            runs[name].append({"n": n, "what": name, **run.brief(), "files": _count(out),
+                               "emulator_cpu_s": round(proc_cpu_s(emu.proc.pid) - before, 2)})
     rows = []
     for rs in runs.values():
         for row in rs:
@@ -124,9 +128,9 @@ def main() -> None:
         growth = peak - peak_of(small)
         checks["rss_growth_mb"] = {"value": round(growth, 1), "target": f"flat ({args.small:,} → {big:,}: < 10 MB)",
                                    "ok": growth < 10}
-    print(table(["N", "run", "wall s", "cpu s", "user s", "sys s", "peak RSS MB", "helper RSS / own MB", "files",
-                 "x ours wall"],
-                [[r["n"], r["what"], r["wall_s"], r["cpu_s"], r["user_s"], r["sys_s"], r["peak_rss_mb"],
+    print(table(["N", "run", "wall s", "cpu s", "user s", "sys s", "emulator cpu s", "peak RSS MB",
+                 "helper RSS / own MB", "files", "x ours wall"],
+                [[r["n"], r["what"], r["wall_s"], r["cpu_s"], r["user_s"], r["sys_s"], r["emulator_cpu_s"], r["peak_rss_mb"],
                   f"{r.get('helpers_peak_rss_mb', 0.0)} / {r.get('helpers_private_mb', 0.0)}", r["files"],
                   round(r["wall_s"] / by[(r["n"], "ours")]["wall_s"], 2)] for r in rows]))
     print()

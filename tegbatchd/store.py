@@ -36,6 +36,7 @@ from tegbatchd.errors import EXIT_STATE, UserError
 from tegbatchd.paths import FILE_MODE
 
 BUSY_TIMEOUT_MS = 60_000
+SMALL_CACHE = -256  # KiB of page cache for retrieval's connections (SQLite's default: 2 MB)
 DatabaseError = sqlite3.DatabaseError  # what a damaged database raises, for modules that hold no SQL
 TERMINAL_JOB_STATES = tuple(str(s) for s in (JobState.DONE, JobState.PARTIAL, JobState.FAILED, JobState.CANCELED))
 
@@ -277,11 +278,10 @@ class Store:
 
     def twin(self) -> Store:
         """Another connection to this database, for a helper thread (a connection is not shared), with this
-        one's PRAGMA synchronous and a small page cache (it records rows in order: 2 MB of cache bought
-        nothing but memory)."""
+        one's PRAGMA synchronous and a small page cache (retrieval's recorder: rows recorded in order)."""
         twin = Store(_connect(self.path), self.path)
         twin.conn.execute(f"PRAGMA synchronous={int(self.conn.execute('PRAGMA synchronous').fetchone()[0])}")
-        twin.conn.execute("PRAGMA cache_size=-256")
+        twin.conn.execute(f"PRAGMA cache_size={SMALL_CACHE}")
         return twin
 
     # --- opening and migrations ---------------------------------------------------------------
@@ -367,13 +367,17 @@ class Store:
         """Commits that do not wait for the disk themselves (PRAGMA synchronous=NORMAL: WAL commits are
         durable at the next checkpoint or OS sync). For retrieval only: it syncs the disk before each group is
         recorded, which also makes the previous group's record durable; one lost to a power cut is written
-        again (resumable, idempotent). Restored afterwards."""
+        again (resumable, idempotent). With it, a small page cache: retrieval walks its rows in order, and
+        2 MB of cache bought nothing but memory. Both restored afterwards."""
         before = self.conn.execute("PRAGMA synchronous").fetchone()[0]
+        cache = self.conn.execute("PRAGMA cache_size").fetchone()[0]
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute(f"PRAGMA cache_size={SMALL_CACHE}")
         try:
             yield
         finally:
             self.conn.execute(f"PRAGMA synchronous={int(before)}")
+            self.conn.execute(f"PRAGMA cache_size={int(cache)}")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

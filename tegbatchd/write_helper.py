@@ -182,7 +182,7 @@ def serve() -> None:
         return
     data = socket.socket(fileno=data_fd)
     fds = socket.socket(fileno=fds_fd)
-    reader = data.makefile("rb", buffering=1 << 20)
+    reader = data.makefile("rb", buffering=1 << 18)
     folders: dict[int, int] = {}
     statuses = array("i")
     header, unpack = HEADER.size, HEADER.unpack
