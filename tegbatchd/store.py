@@ -1111,10 +1111,12 @@ class Store:
         """Summed usage per job, stage, model and day the batch ran (from intent_counts: no request row is
         read), with the job's mode: what a receipt is priced from. `since`: an ISO day, batches run from it."""
         clauses, args = ["(c.input + c.output + c.cache_write + c.cache_read) > 0"], []
-        for clause, value in (("i.batch_id=?", batch_id), ("s.job_id=?", job_id)):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
+        if batch_id is not None:  # (its intent found through batches' key first: intents.batch_id has no index)
+            clauses += ["c.intent_id IN (SELECT intent_id FROM batches WHERE id=?)", "i.batch_id=?"]
+            args += [batch_id, batch_id]
+        if job_id is not None:
+            clauses.append("s.job_id=?")
+            args.append(job_id)
         day = _BATCH_DAY
         if since is not None:
             clauses.append(f"{day} >= ?")
