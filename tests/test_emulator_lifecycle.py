@@ -145,3 +145,30 @@ def test_command_prints_its_url_and_logs_only_when_verbose(verbose, stop):
     assert ("GET /v1/messages/batches" in err) is verbose
     if not verbose:
         assert err == ""
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_signal_is_only_noted_by_its_handler_so_it_can_never_deadlock(monkeypatch, capsys):
+    """SIGTERM's handler runs between two bytecodes of the main thread. It used to call Event.set, which
+    takes the lock Event.wait holds for a moment: a signal at that moment hung the emulator until SIGKILL
+    (seen in the suite as "emulator exited with -9"). Now the handler only notes the signal; the loop,
+    sleeping, sees it at its next turn. Here the signal is handled in the middle of that sleep."""
+    from tegbatchd import cli as cli_mod
+    from tegbatchd.emulator import cli as emulator_cli
+
+    parser = cli_mod.build_parser("emulator")
+    args = parser.parse_args(["emulator", "--port", "0", "--process-seconds", "0"])
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)  # as if SIGTERM came now, whatever this thread holds
+
+    monkeypatch.setattr(emulator_cli.time, "sleep", sleep)
+    before = signal.getsignal(signal.SIGTERM)
+    assert emulator_cli.run(args, None) == 0
+    assert len(sleeps) == 1  # stopped at the first check after the signal
+    assert signal.getsignal(signal.SIGTERM) is before  # its own handlers removed
+    assert capsys.readouterr().out.startswith("http://127.0.0.1:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -194,13 +195,17 @@ def run(args: argparse.Namespace, ctx) -> int:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc}",
                         next_step="pick another --port (0 chooses a free one)") from exc
     print(server.base_url, flush=True)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # The handler only records the signal: it runs between two bytecodes of this (main) thread, and a lock
+    # taken there (Event.set) deadlocked when the signal came while the thread held that lock in Event.wait.
+    stopping: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: stopping.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="emulator-http", daemon=True)
     thread.start()
     try:
-        while not stop.wait(SAVE_INTERVAL):
+        while not stopping:
+            time.sleep(SAVE_INTERVAL)  # (a signal cuts the sleep short: its handler runs, then the loop checks)
             _save_if_dirty(store, opts)
     finally:
         server.stop()
