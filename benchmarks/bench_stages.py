@@ -90,13 +90,8 @@ def main() -> None:
             at = retrieval.now_iso()
             for cid, result in (p for p in parsed if p):
                 message = result["message"]
-                tokens = retrieval._tokens(message)
-                items.append(({"id": rows[cid].id, "outcome": "succeeded", "error_type": None, "error_message": None,
-                               "input_tokens": tokens[0], "output_tokens": tokens[1],
-                               "cache_write_tokens": tokens[2], "cache_read_tokens": tokens[3],
-                               "cache_write_1h_tokens": tokens[4], "thinking_tokens": tokens[5],
-                               "stop_reason": retrieval._text(message.get("stop_reason")), "output_sha256": None,
-                               "written_at": at}, rows[cid].output_path, message_text(message)))
+                items.append((retrieval.succeeded_record(rows[cid].id, message, at), rows[cid].output_path,
+                              message_text(message)))
             timed("ours: settle into records (tokens, text)", start)
             del parsed
             for helper, name in ((True, "ours: hand each file to the write helper"),

@@ -82,6 +82,16 @@ def _tokens(message: dict) -> tuple[int, int, int, int, int, int]:
             one_hour, thinking)
 
 
+def succeeded_record(request_id: int, message: dict, at: str) -> dict:
+    """The record of a succeeded result, every field present (recorded in one C call); its sha256 is filled
+    in once the file is written."""
+    tokens = _tokens(message)
+    return {"id": request_id, "outcome": Outcome.SUCCEEDED, "error_type": None, "error_message": None,
+            "input_tokens": tokens[0], "output_tokens": tokens[1], "cache_write_tokens": tokens[2],
+            "cache_read_tokens": tokens[3], "cache_write_1h_tokens": tokens[4], "thinking_tokens": tokens[5],
+            "stop_reason": _text(message.get("stop_reason")), "output_sha256": None, "written_at": at}
+
+
 def _outcome(result: dict) -> dict:
     """Record fields for a non-success result line (whatever shape its fields have)."""
     kind = result.get("type")
@@ -423,13 +433,7 @@ def _stream(ctx, client, job_id: str, batch_id: str, intent_id: int, writer: Wri
                 continue  # a repeated line (one already recorded is written again only if its file went)
             if result.get("type") == "succeeded" and isinstance(result.get("message"), dict):
                 message = result["message"]
-                tokens = _tokens(message)
-                group.add({"id": row.id, "outcome": Outcome.SUCCEEDED, "error_type": None, "error_message": None,
-                           "input_tokens": tokens[0], "output_tokens": tokens[1], "cache_write_tokens": tokens[2],
-                           "cache_read_tokens": tokens[3], "cache_write_1h_tokens": tokens[4],
-                           "thinking_tokens": tokens[5], "stop_reason": _text(message.get("stop_reason")),
-                           "output_sha256": None, "written_at": at},  # every field: recorded in one C call
-                          row.output_path, message_text(message))
+                group.add(succeeded_record(row.id, message, at), row.output_path, message_text(message))
             else:
                 group.add({"id": row.id, **_outcome(result)})
         waiting.clear()

@@ -72,8 +72,6 @@ class Helper:
         self._data, self._fds = data, fds
         self._ids: dict[int, int] = {}   # writer's folder descriptor -> id the helper knows it by
         self._buffer = bytearray()
-        self.sent = 0                    # files sent since the last barrier
-        self.in_flight = 0               # their text's bytes
         self.alive = True
 
     def folder(self, dfd: int) -> int:
@@ -101,19 +99,14 @@ class Helper:
         self._buffer += HEADER.pack(ident, len(name), len(data))
         self._buffer += name
         self._buffer += data
-        self.sent += 1
-        self.in_flight += len(data)
         if len(self._buffer) >= SEND_AT:
             self._flush()
 
-    def barrier(self) -> int:
+    def barrier(self) -> None:
         """End a group: the helper answers for every file sent since the last barrier once it has made
-        them (read with statuses(), in order; not waited for here). Return how many files it covers."""
+        them (read with statuses(), in order; not waited for here)."""
         self._buffer += HEADER.pack(BARRIER, 0, 0)
-        count = self.sent
-        self.sent = self.in_flight = 0
         self._flush()
-        return count
 
     def statuses(self, count: int) -> array:
         """The answer to the oldest barrier not read yet: `count` statuses, in the order the files were sent
@@ -128,9 +121,11 @@ class Helper:
         for s in (self._data, self._fds):
             s.close()
         self.alive = False
+        import subprocess
+
         try:
             self.proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001 - (subprocess.TimeoutExpired) it does not end: ended
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
 

@@ -237,7 +237,7 @@ class Writer:
         self._use_helper = helper and _ANONYMOUS and not self.fsync and HELPER_ALLOWED
         self._helper: Helper | None = None
         self._sent: list[list] = []  # results of put() sent to the helper since its last barrier
-        self._marks: deque[tuple[list[list], bool]] = deque()  # groups ended (barrier sent?), not answered yet
+        self._marks: deque[list[list]] = deque()  # groups ended, not answered yet
         self._flight = 0             # bytes of text sent and not answered yet
 
     # --- folders ----------------------------------------------------------------------------------
@@ -500,21 +500,21 @@ class Writer:
         if not self._sent:
             return
         sent, self._sent = self._sent, []
-        ended = self._helper is not None and self._helper.alive
-        if ended:
+        helper = self._helper
+        if helper is not None and helper.alive:
             try:
-                self._helper.barrier()  # type: ignore[union-attr]
+                helper.barrier()
             except HelperGone:
-                ended = False
-        self._marks.append((sent, ended))
+                pass  # (not alive from now on: the group is written here when collected)
+        self._marks.append(sent)
 
     def _answer_group(self) -> None:
         """The helper's statuses for the oldest group ended, into its results; what it could not make (a
         name that exists, no anonymous files there, the helper gone) is written here now."""
-        sent, ended = self._marks.popleft()
+        sent = self._marks.popleft()
         try:
-            statuses = None
-            if ended and self._helper is not None and self._helper.alive:
+            statuses = None  # (a helper alive now was alive when this group's barrier was sent)
+            if self._helper is not None and self._helper.alive:
                 try:
                     statuses = self._helper.statuses(len(sent))
                 except HelperGone:
